@@ -1,0 +1,267 @@
+"""The HTTP API (aiohttp): an app factory, two middlewares (errors, bearer auth) and thin handlers.
+
+Handlers parse the request, call :class:`broadcast.alerts.AlertService` in a worker
+thread (the service uses the synchronous Redis client that RQ needs, so that a state
+change and its RQ job commit in one transaction), and render the result as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import redis
+from aiohttp import web
+
+from broadcast import cap
+from broadcast.alerts import Actor, AlertService
+from broadcast.errors import BroadcastError, InvalidInput, MalformedInput, PayloadTooLarge, Unauthenticated
+from broadcast.openapi import openapi_document
+from broadcast.records import AlertRecord
+from broadcast.settings import Settings
+from broadcast.signals import load_catalogue
+from broadcast.users import User, UserDirectory
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", redis.Redis)
+SERVICE = web.AppKey("service", AlertService)
+USERS = web.AppKey("users", UserDirectory)
+USER = web.RequestKey("user", User)  # the authenticated user
+
+PUBLIC_PATHS = frozenset({"/healthz"})
+CAP_CONTENT_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return web.json_response({"error": body}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BroadcastError as err:
+        return error_response(err.status, err.code, err.message, err.field)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        err = PayloadTooLarge(f"body over the limit of {limit} bytes (max_body_bytes)", field="body")
+        return error_response(err.status, err.code, err.message, err.field)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error; see the service log")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send 'Authorization: Bearer <token>'", field="Authorization")
+    request[USER] = await asyncio.to_thread(request.app[USERS].authenticate, token.strip())
+    return await handler(request)
+
+
+def actor(request: web.Request) -> Actor:
+    user: User = request[USER]
+    return Actor(user, request.remote or "")
+
+
+async def read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedInput(f"body is not valid JSON: {exc}", field="body") from None
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    doc = await read_json(request)
+    if not isinstance(doc, dict):
+        raise InvalidInput("body must be a JSON object", field="body")
+    return doc
+
+
+def record_response(record: AlertRecord, status: int = 200) -> web.Response:
+    return web.json_response(record.to_api(), status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput("must be a whole number", field=name) from None
+    if not (low <= value <= high):
+        raise InvalidInput(f"must be between {low} and {high}", field=name)
+    return value
+
+
+# ---------------------------------------------------------------- handlers
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        await asyncio.to_thread(request.app[REDIS].ping)
+    except redis.RedisError as exc:
+        return web.json_response({"status": "unavailable", "redis": str(exc)}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(request.app[SETTINGS]))
+
+
+async def create_alert(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    content_type = request.content_type
+    if content_type in CAP_CONTENT_TYPES:
+        body = await request.read()
+        record = await asyncio.to_thread(service.import_cap, actor(request), body)
+    elif content_type == "application/json":
+        doc = await read_json(request)
+        record = await asyncio.to_thread(service.create, actor(request), doc)
+    else:
+        raise InvalidInput("send application/json (a composition request) or application/cap+xml",
+                           field="Content-Type")
+    response = record_response(record, status=201)
+    response.headers["Location"] = f"/api/alerts/{record.id}"
+    return response
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    limit = int_query(request, "limit", 50, 1, 500)
+    offset = int_query(request, "offset", 0, 0, 10_000_000)
+    service = request.app[SERVICE]
+    records = await asyncio.to_thread(service.list, actor(request), limit=limit, offset=offset)
+    total = await asyncio.to_thread(service.store.count)
+    return web.json_response({"alerts": [r.summary() for r in records], "total": total},
+                             dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+async def get_alert(request: web.Request) -> web.Response:
+    record = await asyncio.to_thread(request.app[SERVICE].get, actor(request), request.match_info["id"])
+    return record_response(record)
+
+
+async def patch_alert(request: web.Request) -> web.Response:
+    doc = await read_object(request)
+    record = await asyncio.to_thread(request.app[SERVICE].edit, actor(request), request.match_info["id"], doc)
+    return record_response(record)
+
+
+async def submit_alert(request: web.Request) -> web.Response:
+    record = await asyncio.to_thread(request.app[SERVICE].submit, actor(request), request.match_info["id"])
+    return record_response(record)
+
+
+async def approve_alert(request: web.Request) -> web.Response:
+    record = await asyncio.to_thread(request.app[SERVICE].approve, actor(request), request.match_info["id"])
+    return record_response(record)
+
+
+def _reason(doc: dict[str, Any]) -> str | None:
+    reason = doc.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidInput("must be a string", field="reason")
+    return reason
+
+
+async def reject_alert(request: web.Request) -> web.Response:
+    doc = await read_object(request)
+    record = await asyncio.to_thread(request.app[SERVICE].reject, actor(request), request.match_info["id"],
+                                     _reason(doc))
+    return record_response(record)
+
+
+async def update_alert(request: web.Request) -> web.Response:
+    doc = await read_object(request)
+    record = await asyncio.to_thread(request.app[SERVICE].request_update, actor(request),
+                                     request.match_info["id"], doc)
+    return record_response(record, status=201)
+
+
+async def cancel_alert(request: web.Request) -> web.Response:
+    doc = await read_object(request)
+    unknown = set(doc) - {"reason", "urgent"}
+    if unknown:
+        raise InvalidInput("unknown field", field=sorted(unknown)[0])
+    urgent = doc.get("urgent", False)
+    if not isinstance(urgent, bool):
+        raise InvalidInput("must be true or false", field="urgent")
+    record = await asyncio.to_thread(request.app[SERVICE].request_cancel, actor(request),
+                                     request.match_info["id"], _reason(doc), urgent)
+    return record_response(record, status=201)
+
+
+async def alert_cap(request: web.Request) -> web.Response:
+    record = await asyncio.to_thread(request.app[SERVICE].get, actor(request), request.match_info["id"])
+    return web.Response(body=cap.to_xml(record.alert), content_type="application/cap+xml", charset="utf-8")
+
+
+async def alert_audit(request: web.Request) -> web.Response:
+    entries = await asyncio.to_thread(request.app[SERVICE].audit_trail, actor(request), request.match_info["id"])
+    return web.json_response({"entries": [e.as_dict() for e in entries]},
+                             dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+async def list_signals(request: web.Request) -> web.Response:
+    catalogue = request.app[SERVICE].catalogue
+    return web.json_response({"hazards": catalogue.as_dict()}, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+# ---------------------------------------------------------------- app
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware, auth_middleware])
+    app[SETTINGS] = settings
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        client = redis.Redis.from_url(settings.effective_redis_url, health_check_interval=30)
+        app[REDIS] = client
+        app[USERS] = UserDirectory(client)
+        app[SERVICE] = AlertService(client, settings, load_catalogue())
+        yield
+        client.close()
+
+    app.cleanup_ctx.append(redis_ctx)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/openapi.json", openapi)
+    app.router.add_get("/api/signals", list_signals)
+    app.router.add_post("/api/alerts", create_alert)
+    app.router.add_get("/api/alerts", list_alerts)
+    app.router.add_get("/api/alerts/{id}", get_alert)
+    app.router.add_patch("/api/alerts/{id}", patch_alert)
+    app.router.add_post("/api/alerts/{id}/submit", submit_alert)
+    app.router.add_post("/api/alerts/{id}/approve", approve_alert)
+    app.router.add_post("/api/alerts/{id}/reject", reject_alert)
+    app.router.add_post("/api/alerts/{id}/update", update_alert)
+    app.router.add_post("/api/alerts/{id}/cancel", cancel_alert)
+    app.router.add_get("/api/alerts/{id}/cap", alert_cap)
+    app.router.add_get("/api/alerts/{id}/audit", alert_audit)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the API in the foreground until interrupted."""
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None,
+                access_log_format='%a "%r" %s %b %Tfs')

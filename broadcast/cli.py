@@ -1,0 +1,226 @@
+"""The ``broadcast`` command.
+
+    broadcast up [--workers N]             the whole local stack in the foreground
+    broadcast serve                        the HTTP API only
+    broadcast worker [--burst] [--fork]    one RQ worker
+    broadcast user add NAME --role ROLE    prints the new user's token, nothing else
+    broadcast user list | token NAME | remove NAME
+    broadcast alert create|list|show|edit|submit|approve|reject|update|cancel|cap|audit ...
+    broadcast signals                      the warning-signal catalogue
+
+``alert`` subcommands talk to the running service over HTTP (``BROADCAST_URL``, default
+from the settings; token from ``--token`` or ``BROADCAST_TOKEN``), so scripts go
+through the same checks and audit trail as everyone else. Exit codes: 0 done, 1 the
+service refused (its JSON error is printed on stderr), 2 bad usage or unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import redis
+
+from broadcast.errors import BroadcastError
+from broadcast.settings import Settings, load_settings
+from broadcast.users import UserDirectory, parse_roles
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.effective_redis_url, socket_connect_timeout=3)
+
+
+# ---------------------------------------------------------------- local commands
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from broadcast.stack import run_stack
+
+    return run_stack(settings, args.workers)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from broadcast.api import serve
+
+    serve(settings)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from broadcast.worker import run_worker
+
+    run_worker(settings, name=args.name, burst=args.burst, fork=args.fork, with_scheduler=not args.no_scheduler)
+    return 0
+
+
+def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
+    directory = UserDirectory(_redis(settings))
+    if args.user_command == "add":
+        print(directory.add(args.name, parse_roles(args.role)))
+    elif args.user_command == "token":
+        print(directory.rotate_token(args.name))
+    elif args.user_command == "remove":
+        directory.remove(args.name)
+    else:
+        for user in directory.list():
+            print(f"{user.name}\t{','.join(sorted(r.value for r in user.roles))}")
+    return 0
+
+
+def cmd_signals(settings: Settings, args: argparse.Namespace) -> int:
+    from broadcast.signals import load_catalogue
+
+    print(json.dumps(load_catalogue().as_dict(), ensure_ascii=False, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- alert commands (HTTP)
+
+
+class ApiClient:
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+
+    def call(self, method: str, path: str, body: bytes | None = None,
+             content_type: str = "application/json") -> tuple[int, bytes, str]:
+        request = urllib.request.Request(f"{self.base_url}{path}", data=body, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if body is not None:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read(), response.headers.get_content_type()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read(), err.headers.get_content_type()
+
+
+def _read_input(name: str) -> bytes:
+    return sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+
+
+def _looks_like_xml(data: bytes) -> bool:
+    return data.lstrip().startswith(b"<")
+
+
+def cmd_alert(settings: Settings, args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("BROADCAST_TOKEN")
+    if not token:
+        print("error: a token is needed: --token or BROADCAST_TOKEN", file=sys.stderr)
+        return EXIT_USAGE
+    client = ApiClient(args.url or os.environ.get("BROADCAST_URL") or settings.base_url, token)
+    action = args.alert_command
+    body: bytes | None = None
+    content_type = "application/json"
+    method, path = "POST", f"/api/alerts/{getattr(args, 'id', '')}/{action}"
+    if action == "create":
+        body = _read_input(args.file)
+        content_type = "application/cap+xml" if _looks_like_xml(body) else "application/json"
+        path = "/api/alerts"
+    elif action == "list":
+        method, path = "GET", f"/api/alerts?limit={args.limit}"
+    elif action == "show":
+        method, path = "GET", f"/api/alerts/{args.id}"
+    elif action in ("cap", "audit"):
+        method = "GET"
+    elif action == "edit":
+        method, path, body = "PATCH", f"/api/alerts/{args.id}", _read_input(args.file)
+    elif action == "update":
+        body = _read_input(args.file)
+    elif action == "reject":
+        body = json.dumps({"reason": args.reason}).encode()
+    elif action == "cancel":
+        body = json.dumps({"reason": args.reason, "urgent": args.urgent}).encode()
+    try:
+        status, payload, received_type = client.call(method, path, body, content_type)
+    except OSError as err:
+        print(f"error: cannot reach {client.base_url}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if status >= 400:
+        sys.stderr.write(payload.decode("utf-8", errors="replace") + "\n")
+        return EXIT_REFUSED
+    if received_type == "application/json" and not args.raw:
+        print(json.dumps(json.loads(payload), ensure_ascii=False, indent=2))
+    else:
+        sys.stdout.write(payload.decode("utf-8"))
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="broadcast", description="Multichannel emergency alert broadcast service")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start Redis (unless REDIS_URL is set), the API and workers")
+    up.add_argument("--workers", type=int, default=None, help="number of worker processes")
+    up.set_defaults(run=cmd_up)
+    commands.add_parser("serve", help="run the HTTP API").set_defaults(run=cmd_serve)
+    worker = commands.add_parser("worker", help="run one RQ worker on the alert queues")
+    worker.add_argument("--name")
+    worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    worker.add_argument("--fork", action="store_true", help="run each job in a forked child")
+    worker.add_argument("--no-scheduler", action="store_true", help="do not take part in running scheduled jobs")
+    worker.set_defaults(run=cmd_worker)
+
+    user = commands.add_parser("user", help="manage users and tokens")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    add = user_commands.add_parser("add", help="add a user and print their token")
+    add.add_argument("name")
+    add.add_argument("--role", action="append", required=True,
+                     help="forecaster, approver, officer, ops or admin (repeatable)")
+    user_commands.add_parser("list")
+    user_commands.add_parser("token", help="issue a new token, revoking the old").add_argument("name")
+    user_commands.add_parser("remove").add_argument("name")
+    user.set_defaults(run=cmd_user)
+
+    commands.add_parser("signals", help="print the warning-signal catalogue").set_defaults(run=cmd_signals)
+
+    alert = commands.add_parser("alert", help="alert operations through the HTTP API")
+    alert.add_argument("--url", help="service URL (default BROADCAST_URL or the settings)")
+    alert.add_argument("--token", help="bearer token (default BROADCAST_TOKEN)")
+    alert.add_argument("--raw", action="store_true", help="print the response body as received")
+    alert_commands = alert.add_subparsers(dest="alert_command", required=True)
+    alert_commands.add_parser("create", help="FILE is JSON or CAP XML; - reads stdin").add_argument("file")
+    listing = alert_commands.add_parser("list")
+    listing.add_argument("--limit", type=int, default=50)
+    for name in ("show", "submit", "approve", "cap", "audit"):
+        alert_commands.add_parser(name).add_argument("id")
+    for name in ("edit", "update"):
+        sub = alert_commands.add_parser(name, help="FILE holds the changed fields as JSON; - reads stdin")
+        sub.add_argument("id")
+        sub.add_argument("file")
+    reject = alert_commands.add_parser("reject")
+    reject.add_argument("id")
+    reject.add_argument("--reason", required=True)
+    cancel = alert_commands.add_parser("cancel")
+    cancel.add_argument("id")
+    cancel.add_argument("--reason", required=True)
+    cancel.add_argument("--urgent", action="store_true", help="any approver may approve it, the requester too")
+    alert.set_defaults(run=cmd_alert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return int(args.run(settings, args))
+    except BroadcastError as err:
+        where = f"{err.field}: " if err.field else ""
+        print(f"error: {where}{err.message}", file=sys.stderr)
+        return EXIT_USAGE if err.status >= 400 and err.status < 500 else EXIT_REFUSED
+    except redis.ConnectionError as err:
+        print(f"error: cannot reach Redis: {err} (is `broadcast up` running, or REDIS_URL set?)", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

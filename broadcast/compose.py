@@ -1,0 +1,229 @@
+"""Composing an alert from a forecaster's request, and the service's rules for what may be sent.
+
+A composition request is what the API's ``POST /api/alerts`` takes as JSON::
+
+    {"signal": {"hazard": "rainstorm", "level": "red"},
+     "areas": [{"desc": "福田区", "geometry": {"type": "Polygon", "coordinates": [...]}}],
+     "expires": "2026-06-01T18:00:00+08:00",
+     "info": [{"language": "zh-CN", "description": "..."}, {"language": "en", "description": "..."}]}
+
+The warning signal fills every CAP field that follows from it (category, event,
+urgency, severity, certainty, response types, event code, default headline and
+instructions in each language); anything given in ``info`` overrides it. Top-level
+``areas`` and times apply to every language. The request is kept with the alert so an
+edit or an Update can change one thing and keep the rest.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from broadcast.codec import (
+    area_from_json,
+    info_from_json,
+    items,
+    join,
+    parse_time,
+    reject_unknown,
+    require_object,
+    text,
+)
+from broadcast.errors import InvalidInput
+from broadcast.model import Alert, MsgType, Reference, Scope, Status, parse_enum
+from broadcast.records import Finding
+from broadcast.settings import Settings
+from broadcast.signals import Signal, SignalCatalogue
+
+COMPOSITION_FIELDS = frozenset(
+    {"signal", "status", "scope", "source", "restriction", "addresses", "codes", "note", "incidents",
+     "effective", "onset", "expires", "areas", "info", "languages"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    alert: Alert
+    signal: Signal | None
+    request: dict[str, Any]
+
+
+def new_alert_id(now: datetime) -> str:
+    """Our id for an alert record: sortable by time, unguessable enough to not collide."""
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def merge_requests(base: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
+    """A composition request with the top-level keys of ``change`` replacing those of ``base``.
+
+    ``info`` entries are merged per language, so a PATCH can change one language's text.
+    """
+    merged = dict(base)
+    for key, value in change.items():
+        if key == "info" and isinstance(value, list) and isinstance(base.get("info"), list):
+            by_language = {e.get("language"): dict(e) for e in base["info"] if isinstance(e, Mapping)}
+            for entry in value:
+                if isinstance(entry, Mapping):
+                    language = entry.get("language")
+                    by_language[language] = {**by_language.get(language, {}), **entry}
+            merged["info"] = list(by_language.values())
+        elif value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _signal(doc: Mapping[str, Any], catalogue: SignalCatalogue) -> Signal | None:
+    raw = doc.get("signal")
+    if raw is None:
+        return None
+    spec = require_object(raw, "signal")
+    reject_unknown(spec, {"hazard", "level"}, "signal")
+    hazard = text(spec, "hazard", "signal", required=True)
+    level = text(spec, "level", "signal", required=True)
+    return catalogue.get(hazard or "", level or "")
+
+
+def _languages(doc: Mapping[str, Any], settings: Settings) -> list[str]:
+    overrides = [require_object(e, f"info[{i}]") for i, e in enumerate(items(doc, "info", ""))]
+    if doc.get("languages") is not None:
+        languages = list(items(doc, "languages", ""))
+        where = "languages"
+    elif overrides:
+        languages = [e.get("language") for e in overrides]
+        where = "info"
+    else:
+        languages = list(settings.required_languages)
+        where = "languages"
+    for index, language in enumerate(languages):
+        field = f"{where}[{index}]" + (".language" if where == "info" else "")
+        if language not in settings.languages:
+            raise InvalidInput(f"unknown language {language!r}; this service sends in: "
+                               f"{', '.join(settings.languages)}", field=field)
+        if languages.index(language) != index:
+            raise InvalidInput(f"language {language!r} is given twice", field=field)
+    return languages
+
+
+def compose(
+    request: Mapping[str, Any],
+    *,
+    settings: Settings,
+    catalogue: SignalCatalogue,
+    identifier: str,
+    sent: datetime,
+    msg_type: MsgType = MsgType.ALERT,
+    references: tuple[Reference, ...] = (),
+) -> Composed:
+    """Build and check a CAP alert from a composition request.
+
+    Raises:
+        InvalidInput: naming the first field at fault (a request field, or ``info[i].x``).
+    """
+    doc = require_object(request, "")
+    reject_unknown(doc, COMPOSITION_FIELDS, "")
+    signal = _signal(doc, catalogue)
+    languages = _languages(doc, settings)
+
+    effective = parse_time(doc.get("effective"), "effective") or sent
+    onset = parse_time(doc.get("onset"), "onset")
+    expires = parse_time(doc.get("expires"), "expires")
+    if expires is None:
+        expires = (onset or effective) + timedelta(hours=settings.default_validity_hours)
+    if expires <= (onset or effective):
+        raise InvalidInput(f"expires must be later than {'onset' if onset else 'effective'}", field="expires")
+    if expires <= sent:
+        raise InvalidInput("expires is already in the past", field="expires")
+    if not items(doc, "areas", "") and not any(
+        isinstance(e, Mapping) and e.get("areas") for e in items(doc, "info", "")
+    ):
+        raise InvalidInput("an alert needs at least one area (polygon, circle or administrative code)",
+                           field="areas")
+
+    # Checked here so that errors name the request's own field (areas[0]...), not each language's copy.
+    for index, area in enumerate(items(doc, "areas", "")):
+        area_from_json(area, f"areas[{index}]")
+    overrides = {e.get("language"): e for e in items(doc, "info", "") if isinstance(e, Mapping)}
+    infos = []
+    for index, language in enumerate(languages):
+        entry: dict[str, Any] = {
+            "language": language,
+            "sender_name": settings.sender_name,
+            "contact": settings.contact,
+            "web": settings.web,
+            "effective": effective.isoformat(),
+            "expires": expires.isoformat(),
+            "areas": list(items(doc, "areas", "")),
+        }
+        if onset is not None:
+            entry["onset"] = onset.isoformat()
+        if signal is not None:
+            entry.update({
+                "categories": [c.value for c in signal.categories],
+                "event": signal.event(language),
+                "urgency": signal.urgency.value,
+                "severity": signal.severity.value,
+                "certainty": signal.certainty.value,
+                "response_types": [r.value for r in signal.response_types],
+                "event_codes": [{"value_name": signal.event_code.value_name, "value": signal.event_code.value}],
+                "headline": signal.headline(language),
+                "description": signal.criteria(language),
+                "instruction": signal.instruction(language),
+            })
+        entry.update(overrides.get(language, {}))
+        infos.append(info_from_json(entry, f"info[{index}]"))
+
+    codes = items(doc, "codes", "")
+    if not all(isinstance(c, str) for c in codes):
+        raise InvalidInput("must be a list of strings", field="codes")
+    alert_fields: dict[str, Any] = {k: text(doc, k, "") for k in ("source", "restriction", "addresses", "note",
+                                                                   "incidents")}
+    try:
+        alert = Alert(
+            identifier=identifier,
+            sender=settings.sender,
+            sent=sent,
+            status=parse_enum(Status, doc.get("status", "Actual"), "status"),
+            msg_type=msg_type,
+            scope=parse_enum(Scope, doc.get("scope", "Public"), "scope"),
+            codes=tuple(codes),
+            references=references,
+            infos=tuple(infos),
+            **alert_fields,
+        )
+    except InvalidInput as err:
+        raise err.at("") from None
+    for finding in policy_findings(alert, settings):
+        raise InvalidInput(finding.message, field=finding.field)
+    return Composed(alert, signal, dict(doc))
+
+
+def policy_findings(alert: Alert, settings: Settings) -> list[Finding]:
+    """What keeps an alert from being sent under this service's rules (empty when it may go)."""
+    found: list[Finding] = []
+    languages = [info.language for info in alert.infos]
+    for missing in [lang for lang in settings.required_languages if lang not in languages]:
+        found.append(Finding("missing_language", "info", f"an alert must be written in {missing!r} too"))
+    for i, info in enumerate(alert.infos):
+        path = f"info[{i}]"
+        if info.language not in settings.languages:
+            found.append(Finding("unsupported_language", join(path, "language"),
+                                 f"this service does not send in {info.language!r}"))
+        if not info.headline or not info.headline.strip():
+            found.append(Finding("missing_headline", join(path, "headline"), "a headline is required"))
+        elif len(info.headline) > settings.max_headline_length:
+            found.append(Finding("too_long", join(path, "headline"),
+                                 f"headline is {len(info.headline)} characters; "
+                                 f"the maximum is {settings.max_headline_length}"))
+        for key in ("description", "instruction"):
+            value = getattr(info, key) or ""
+            if len(value) > settings.max_text_length:
+                found.append(Finding("too_long", join(path, key),
+                                     f"{key} is {len(value)} characters; the maximum is {settings.max_text_length}"))
+        if not info.areas:
+            found.append(Finding("missing_area", join(path, "areas"), "at least one area is required"))
+    return found

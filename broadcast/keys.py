@@ -1,0 +1,43 @@
+"""Every Redis key this service writes, in one place.
+
+Owners: alert records, their indexes and audit streams are permanent (the record of what
+was issued); user and token keys live until the user is removed. RQ's own keys belong to
+RQ. Anything added later with a limited life must get a TTL here.
+"""
+
+from __future__ import annotations
+
+PREFIX = "bc:"
+
+# String: the alert record as JSON (broadcast.store.AlertRecord).
+def alert(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}"
+
+
+# Sorted set: alert id -> creation time (epoch seconds), for listing newest first.
+ALERTS_BY_CREATION = f"{PREFIX}alerts:by-created"
+
+# Hash: "sender|identifier|sent" -> alert id, so an imported CAP message is stored once.
+ALERTS_BY_CAP_REFERENCE = f"{PREFIX}alerts:by-cap-ref"
+
+
+# Stream: append-only audit trail of one alert (never trimmed).
+def alert_audit(alert_id: str) -> str:
+    return f"{PREFIX}audit:alert:{alert_id}"
+
+
+# Stream: audit entries not tied to one alert (refused compositions, user management).
+SERVICE_AUDIT = f"{PREFIX}audit:service"
+
+
+# Hash: user name -> fields name, roles (comma-separated), created, token_hash.
+def user(name: str) -> str:
+    return f"{PREFIX}user:{name}"
+
+
+USERS = f"{PREFIX}users"  # Set of user names.
+
+
+# String: sha256 of a bearer token -> user name.
+def token(token_hash: str) -> str:
+    return f"{PREFIX}token:{token_hash}"

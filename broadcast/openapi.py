@@ -1,0 +1,215 @@
+"""The OpenAPI 3.1 document the service serves at ``/api/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broadcast.model import Category, Certainty, ResponseType, Scope, Severity, Status, Urgency
+from broadcast.records import State
+from broadcast.settings import Settings
+from broadcast.users import Role
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _enum(values: Any) -> dict[str, Any]:
+    return {"type": "string", "enum": [v.value for v in values]}
+
+
+STRING = {"type": "string"}
+TIME = {"type": "string", "format": "date-time", "description": "ISO 8601 with a UTC offset"}
+NAMED_VALUE = {"type": "object", "required": ["value_name", "value"], "additionalProperties": False,
+               "properties": {"value_name": STRING, "value": STRING}}
+POSITION = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
+            "description": "[lon, lat]"}
+RING = {"type": "array", "items": POSITION, "minItems": 4, "description": "closed: the last position repeats the first"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": STRING, "message": STRING,
+            "field": {"type": "string", "description": "path of the field at fault, e.g. info[0].headline"}}}},
+    },
+    "NamedValue": NAMED_VALUE,
+    "Area": {
+        "type": "object", "required": ["desc"], "additionalProperties": False,
+        "properties": {
+            "desc": STRING,
+            "geometry": {"type": "object", "description": "GeoJSON Polygon or MultiPolygon without holes",
+                         "properties": {"type": {"enum": ["Polygon", "MultiPolygon"]},
+                                        "coordinates": {"type": "array"}}},
+            "circles": {"type": "array", "items": {"type": "object", "required": ["lon", "lat", "radius_km"],
+                                                   "properties": {"lon": {"type": "number"},
+                                                                  "lat": {"type": "number"},
+                                                                  "radius_km": {"type": "number", "minimum": 0}}}},
+            "geocodes": {"type": "array", "items": _ref("NamedValue"),
+                         "description": "administrative units: value_name 'adcode', value e.g. '440304'"},
+            "altitude": {"type": "number"}, "ceiling": {"type": "number"},
+        },
+    },
+    "Resource": {
+        "type": "object", "required": ["desc", "mime_type"], "additionalProperties": False,
+        "properties": {"desc": STRING, "mime_type": STRING, "size": {"type": "integer"}, "uri": STRING,
+                       "deref_uri": STRING, "digest": STRING},
+    },
+    "Info": {
+        "type": "object", "additionalProperties": False,
+        "required": ["language", "categories", "event", "urgency", "severity", "certainty"],
+        "properties": {
+            "language": STRING,
+            "categories": {"type": "array", "items": _enum(Category), "minItems": 1},
+            "event": STRING,
+            "response_types": {"type": "array", "items": _enum(ResponseType)},
+            "urgency": _enum(Urgency), "severity": _enum(Severity), "certainty": _enum(Certainty),
+            "audience": STRING, "event_codes": {"type": "array", "items": _ref("NamedValue")},
+            "effective": TIME, "onset": TIME, "expires": TIME,
+            "sender_name": STRING, "headline": STRING, "description": STRING, "instruction": STRING,
+            "web": STRING, "contact": STRING,
+            "parameters": {"type": "array", "items": _ref("NamedValue")},
+            "resources": {"type": "array", "items": _ref("Resource")},
+            "areas": {"type": "array", "items": _ref("Area")},
+        },
+    },
+    "Alert": {
+        "type": "object", "description": "A CAP 1.2 alert message in JSON (CAP names in snake case)",
+        "required": ["identifier", "sender", "sent", "status", "msg_type", "scope"],
+        "properties": {
+            "identifier": STRING, "sender": STRING, "sent": TIME, "status": _enum(Status),
+            "msg_type": {"type": "string", "enum": ["Alert", "Update", "Cancel"]}, "scope": _enum(Scope),
+            "source": STRING, "restriction": STRING, "addresses": STRING,
+            "codes": {"type": "array", "items": STRING}, "note": STRING, "incidents": STRING,
+            "references": {"type": "array", "items": {"type": "object", "properties": {
+                "sender": STRING, "identifier": STRING, "sent": TIME}}},
+            "info": {"type": "array", "items": _ref("Info")},
+        },
+    },
+    "Composition": {
+        "type": "object", "additionalProperties": False,
+        "description": "What a forecaster sends to draft an alert. A signal fills every CAP field that follows "
+                       "from it; info entries (matched by language) override. Top-level areas and times apply "
+                       "to every language.",
+        "properties": {
+            "signal": {"type": "object", "required": ["hazard", "level"],
+                       "properties": {"hazard": {"type": "string", "example": "rainstorm"},
+                                      "level": {"type": "string", "enum": ["white", "blue", "yellow", "orange",
+                                                                           "red"]}}},
+            "languages": {"type": "array", "items": STRING},
+            "status": _enum(Status), "scope": _enum(Scope), "source": STRING, "restriction": STRING,
+            "addresses": STRING, "codes": {"type": "array", "items": STRING}, "note": STRING, "incidents": STRING,
+            "effective": TIME, "onset": TIME, "expires": TIME,
+            "areas": {"type": "array", "items": _ref("Area")},
+            "info": {"type": "array", "items": {"type": "object", "description": "any Info field, keyed by language"}},
+        },
+    },
+    "Stamp": {"type": "object", "properties": {"by": STRING, "at": TIME}},
+    "AlertRecord": {
+        "type": "object",
+        "properties": {
+            "id": STRING, "state": _enum(State), "origin": {"enum": ["composed", "imported"]},
+            "alert": _ref("Alert"), "signal": {"type": ["string", "null"], "example": "rainstorm.red"},
+            "composition": {"oneOf": [_ref("Composition"), {"type": "null"}]},
+            "findings": {"type": "array", "description": "what blocks submission",
+                         "items": {"type": "object", "properties": {"code": STRING, "field": STRING,
+                                                                    "message": STRING}}},
+            "created": _ref("Stamp"), "submitted": _ref("Stamp"), "approved": _ref("Stamp"),
+            "closed": _ref("Stamp"),
+            "rejection": {"type": ["object", "null"]}, "replaces": {"type": ["string", "null"]},
+            "replaced_by": {"type": ["string", "null"]}, "urgent": {"type": "boolean"},
+            "dissemination": {"type": ["object", "null"]}, "version": {"type": "integer"},
+        },
+    },
+    "AuditEntry": {
+        "type": "object",
+        "properties": {"at": TIME, "actor": STRING, "action": STRING, "outcome": {"enum": ["ok", "refused"]},
+                       "remote": STRING, "alert_id": STRING, "from_state": STRING, "to_state": STRING,
+                       "detail": STRING},
+    },
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "malformed body", 401: "no or unknown token", 403: "wrong role or the two-person rule",
+            404: "unknown alert", 409: "the alert's state does not allow this", 413: "body over the size limit",
+            422: "a field is invalid (named in error.field)"}
+    return {str(c): {"description": text[c], "content": _json(_ref("Error"))} for c in codes}
+
+
+def _op(summary: str, roles: str, ok: int, ok_schema: dict[str, Any], *errors: int,
+        body: dict[str, Any] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": f"Roles: {roles}.",
+        "responses": {str(ok): {"description": "done", "content": _json(ok_schema)}, **_errors(401, *errors)},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": body}
+    return op
+
+
+ID = [{"name": "id", "in": "path", "required": True, "schema": STRING}]
+REASON = _json({"type": "object", "required": ["reason"], "properties": {"reason": STRING}})
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    record = _ref("AlertRecord")
+    paths = {
+        "/healthz": {"get": {"summary": "200 once the service can take alerts", "security": [],
+                             "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+        "/api/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI"}}}},
+        "/api/signals": {"get": _op("the warning-signal catalogue", "any", 200, {"type": "object"})},
+        "/api/alerts": {
+            "get": {**_op("list alerts, newest first", "any", 200, {"type": "object"}, 422),
+                    "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 500}},
+                                   {"name": "offset", "in": "query", "schema": {"type": "integer"}}]},
+            "post": _op("draft an alert from a composition request (JSON) or import a CAP 1.2 message (XML)",
+                        "forecaster", 201, record, 400, 403, 409, 413, 422,
+                        body={**_json(_ref("Composition")),
+                              "application/cap+xml": {"schema": {"type": "string"}}}),
+        },
+        "/api/alerts/{id}": {
+            "parameters": ID,
+            "get": _op("one alert with its workflow state", "any", 200, record, 404),
+            "patch": _op("change a draft (top-level fields replace; info merges by language)", "forecaster", 200,
+                         record, 400, 403, 404, 409, 422, body=_json(_ref("Composition"))),
+        },
+        "/api/alerts/{id}/submit": {"parameters": ID, "post": _op(
+            "submit a draft for approval", "forecaster", 200, record, 403, 404, 409)},
+        "/api/alerts/{id}/approve": {"parameters": ID, "post": _op(
+            "approve and issue (a different person from the drafter and submitter; urgent cancels excepted)",
+            "approver", 200, record, 403, 404, 409)},
+        "/api/alerts/{id}/reject": {"parameters": ID, "post": _op(
+            "send a submitted alert back to draft with a reason", "approver", 200, record, 403, 404, 409, 422,
+            body=REASON)},
+        "/api/alerts/{id}/update": {"parameters": ID, "post": _op(
+            "compose an Update of an issued alert (fields as in PATCH); it awaits approval", "forecaster", 201,
+            record, 403, 404, 409, 422, body=_json(_ref("Composition")))},
+        "/api/alerts/{id}/cancel": {"parameters": ID, "post": _op(
+            "request a Cancel of an issued alert; urgent ones may be approved by any approver", "forecaster, approver",
+            201, record, 403, 404, 409, 422,
+            body=_json({"type": "object", "required": ["reason"],
+                        "properties": {"reason": STRING, "urgent": {"type": "boolean"}}}))},
+        "/api/alerts/{id}/cap": {"parameters": ID, "get": {
+            "summary": "the alert as CAP 1.2 XML", "description": "Roles: any.",
+            "responses": {"200": {"description": "CAP", "content": {"application/cap+xml": {"schema": STRING}}},
+                          **_errors(401, 404)}}},
+        "/api/alerts/{id}/audit": {"parameters": ID, "get": _op(
+            "the alert's append-only audit trail", "forecaster, approver, ops, admin", 200,
+            {"type": "object", "properties": {"entries": {"type": "array", "items": _ref("AuditEntry")}}}, 403, 404)},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Emergency alert broadcast service", "version": "0.1.0",
+                 "description": "Compose, approve (two-person rule), issue, update and cancel CAP 1.2 warnings. "
+                                f"Roles: {', '.join(r.value for r in Role)}."},
+        "servers": [{"url": settings.base_url}],
+        "security": [{"bearer": []}],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+        "paths": paths,
+    }

@@ -1,0 +1,132 @@
+"""Configuration: one typed, frozen settings object.
+
+Values come from, in rising precedence: the defaults below, one TOML file (the path in
+``BROADCAST_CONFIG``, else ``./broadcast.toml`` when it exists; keys are the field names),
+and the environment (``BROADCAST_<FIELD>`` in upper case, plus ``REDIS_URL``). Lists in
+the environment are comma-separated. The README's configuration reference lists them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from broadcast.errors import InvalidInput
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # None means: no external Redis; `broadcast up` runs its own redis-server on local_redis_port.
+    redis_url: str | None = None
+    local_redis_port: int = 6399
+    data_dir: Path = Path(".broadcast")
+    workers: int = 2
+
+    sender: str = "alerts@szmb.example"
+    sender_name: str = "深圳市气象台 Shenzhen Meteorological Observatory"
+    identifier_prefix: str = "SZMB"
+    contact: str = "12121"
+    web: str = "https://weather.sz.example/warnings"
+    timezone: str = "Asia/Shanghai"
+
+    languages: tuple[str, ...] = ("zh-CN", "en")
+    required_languages: tuple[str, ...] = ("zh-CN", "en")
+    max_headline_length: int = 160
+    max_text_length: int = 4000
+    max_body_bytes: int = 1_048_576
+    default_validity_hours: float = 6.0
+
+    # Jurisdiction: (min_lon, min_lat, max_lon, max_lat) and the administrative-code prefix.
+    jurisdiction_bbox: tuple[float, ...] = (113.75, 22.44, 114.63, 22.87)
+    jurisdiction_code_prefix: str = "4403"
+
+    job_timeout_seconds: int = 600
+
+    def __post_init__(self) -> None:
+        if not (0 < self.port < 65536):
+            raise InvalidInput("port must be 1..65535", field="port")
+        if not (0 < self.local_redis_port < 65536):
+            raise InvalidInput("port must be 1..65535", field="local_redis_port")
+        if len(self.jurisdiction_bbox) != 4:
+            raise InvalidInput("needs min_lon,min_lat,max_lon,max_lat", field="jurisdiction_bbox")
+        missing = set(self.required_languages) - set(self.languages)
+        if missing:
+            raise InvalidInput(f"required languages not supported: {sorted(missing)}", field="languages")
+        for name in ("workers", "max_headline_length", "max_text_length", "max_body_bytes"):
+            if getattr(self, name) <= 0:
+                raise InvalidInput("must be positive", field=name)
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.local_redis_port}/0"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _convert(raw: Any, annotation: Any, name: str) -> Any:
+    hint = typing.get_type_hints(Settings)[name] if annotation is None else annotation
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if raw is None or raw == "":
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(raw, inner, name)
+    try:
+        if origin is tuple:
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(_convert(item.strip() if isinstance(item, str) else item, args[0], name)
+                         for item in items if item != "")
+        if hint is Path:
+            return Path(raw)
+        if hint in (int, float):
+            return hint(raw)
+        if hint is str:
+            return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"cannot read {raw!r} as {hint}", field=name) from exc
+    raise InvalidInput(f"unsupported setting type {hint}", field=name)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, config_file: Path | None = None) -> Settings:
+    """Build Settings from the TOML file and the environment.
+
+    Raises:
+        InvalidInput: an unknown key in the file, or a value of the wrong type (names the setting).
+    """
+    env = os.environ if environ is None else environ
+    if config_file is None:
+        named = env.get("BROADCAST_CONFIG")
+        config_file = Path(named) if named else Path("broadcast.toml")
+        if not named and not config_file.exists():
+            config_file = None
+    values: dict[str, Any] = {}
+    known = {f.name for f in fields(Settings)}
+    if config_file is not None:
+        try:
+            document = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidInput(f"cannot read config file {config_file}: {exc}", field="BROADCAST_CONFIG") from exc
+        for key, value in document.items():
+            if key not in known:
+                raise InvalidInput(f"unknown setting in {config_file}", field=key)
+            values[key] = _convert(value, None, key)
+    for name in known:
+        env_name = "REDIS_URL" if name == "redis_url" else f"BROADCAST_{name.upper()}"
+        if env_name in env:
+            values[name] = _convert(env[env_name], None, name)
+    return Settings(**values)

@@ -1,0 +1,31 @@
+"""Running RQ workers on our queues, most severe first.
+
+Workers are stateless: start as many as the machine has cores, on as many machines as
+needed, all pointing at the one Redis primary. The scheduler (for expiries and, later,
+reminders) runs inside workers started with ``with_scheduler``; RQ elects one at a time.
+"""
+
+from __future__ import annotations
+
+import redis
+from rq import SimpleWorker, Worker
+
+from broadcast.queues import WORKER_QUEUES
+from broadcast.settings import Settings
+
+
+def run_worker(settings: Settings, *, name: str | None = None, burst: bool = False, fork: bool = False,
+               with_scheduler: bool = True) -> bool:
+    """Work the alert queues until stopped (or, with ``burst``, until they are empty).
+
+    Jobs are coarse (one alert, later one batch of recipients), so by default a job runs in
+    the worker process itself (RQ's SimpleWorker) rather than paying for a fork per job;
+    ``fork`` isolates each job in a child process instead.
+
+    Returns:
+        True if the worker processed any job.
+    """
+    connection = redis.Redis.from_url(settings.effective_redis_url)
+    worker_class = Worker if fork else SimpleWorker
+    worker = worker_class(list(WORKER_QUEUES), name=name, connection=connection)
+    return worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")

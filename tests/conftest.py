@@ -1,0 +1,86 @@
+"""Shared fixtures: one real redis-server per test session, flushed before each test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from broadcast.redis_server import RedisServerConfig, free_port, start_redis, stop_redis
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    process = start_redis(RedisServerConfig(port=port, data_dir=tmp_path_factory.mktemp("redis")))
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_redis(process)
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"reference data folder {SHARED_DATA} is absent (it lies beside the repository)")
+    return SHARED_DATA
+
+
+# ---------------------------------------------------------------- the service
+
+from broadcast.settings import Settings, load_settings  # noqa: E402
+from broadcast.users import Role, UserDirectory, parse_roles  # noqa: E402
+
+PEOPLE: dict[str, tuple[str, ...]] = {
+    "alice": ("forecaster",),
+    "fiona": ("forecaster",),
+    "bob": ("approver",),
+    "carol": ("approver",),
+    "dual": ("forecaster", "approver"),
+    "dave": ("officer",),
+    "erin": ("ops",),
+    "root": ("admin",),
+}
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return load_settings({"REDIS_URL": redis_url, "BROADCAST_DATA_DIR": str(tmp_path / "data")})
+
+
+@pytest.fixture
+def tokens(redis_client: redis.Redis) -> dict[str, str]:
+    """One user per role (and two forecasters, two approvers, one with both roles): name -> token."""
+    directory = UserDirectory(redis_client)
+    return {name: directory.add(name, parse_roles(list(roles))) for name, roles in PEOPLE.items()}
+
+
+@pytest.fixture
+def auth(tokens: dict[str, str]) -> dict[str, dict[str, str]]:
+    """name -> request headers carrying that user's bearer token."""
+    return {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
+
+
+@pytest.fixture
+async def client(settings: Settings, tokens: dict[str, str], aiohttp_client):  # type: ignore[no-untyped-def]
+    from broadcast.api import create_app
+
+    return await aiohttp_client(create_app(settings))
+
+
+__all__ = ["Role"]
