@@ -77,6 +77,13 @@ def merge_requests(base: Mapping[str, Any], change: Mapping[str, Any]) -> dict[s
     return merged
 
 
+def _area_words(doc: Mapping[str, Any], language: str) -> str | None:
+    """The areas as the headline names them; None (the whole city) when they are too many to name."""
+    names = [a["desc"] for a in items(doc, "areas", "") if isinstance(a, Mapping) and isinstance(a.get("desc"), str)]
+    words = ("、" if language.startswith("zh") else ", ").join(names)
+    return words if names and len(words) <= 40 else None
+
+
 def _signal(doc: Mapping[str, Any], catalogue: SignalCatalogue) -> Signal | None:
     raw = doc.get("signal")
     if raw is None:
@@ -170,7 +177,7 @@ def compose(
                 "certainty": signal.certainty.value,
                 "response_types": [r.value for r in signal.response_types],
                 "event_codes": [{"value_name": signal.event_code.value_name, "value": signal.event_code.value}],
-                "headline": signal.headline(language),
+                "headline": signal.headline(language, area=_area_words(doc, language)),
                 "description": signal.criteria(language),
                 "instruction": signal.instruction(language),
             })

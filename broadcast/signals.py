@@ -117,9 +117,7 @@ def match_language(requested: str, available: Iterable[str]) -> str:
     hint = ""
     if script == "hant":
         hint = " (the catalogue has simplified Chinese only; use zh-CN)"
-    raise InvalidInput(
-        f"no text in {requested!r}{hint}; available languages: {', '.join(tags)}", field="language"
-    )
+    raise InvalidInput(f"no text in {requested!r}{hint}; available languages: {', '.join(tags)}", field="language")
 
 
 def _chinese_script(tag: str) -> str:
@@ -290,11 +288,37 @@ class SignalCatalogue:
         """Every hazard, in catalogue order."""
         return self._hazards
 
+    def as_dict(self) -> list[dict[str, Any]]:
+        """The catalogue as JSON-ready data: hazards, their colours and the CAP fields each one sets."""
+        return [
+            {
+                "hazard": hazard.code,
+                "names": dict(hazard.names.texts),
+                "categories": [c.value for c in hazard.categories],
+                "levels": [
+                    {
+                        "level": signal.level.value,
+                        "code": signal.code,
+                        "names": dict(signal.level_names.texts),
+                        "colour": signal.colour,
+                        "severity": signal.severity.value,
+                        "urgency": signal.urgency.value,
+                        "certainty": signal.certainty.value,
+                        "response_types": [r.value for r in signal.response_types],
+                        "event": dict(signal.events.texts),
+                        "criteria": dict(signal.criteria_texts.texts),
+                        "instruction": dict(signal.instructions.texts),
+                    }
+                    for signal in self.signals()
+                    if signal.hazard.code == hazard.code
+                ],
+            }
+            for hazard in self._hazards
+        ]
+
     def signals(self) -> tuple[Signal, ...]:
         """Every signal, hazards in catalogue order, colours weakest first."""
-        return tuple(
-            levels[level] for levels in self._signals.values() for level in sorted(levels, key=_rank)
-        )
+        return tuple(levels[level] for levels in self._signals.values() for level in sorted(levels, key=_rank))
 
     def hazard(self, code: str) -> Hazard:
         """The hazard with this code (case-insensitive).
@@ -355,17 +379,13 @@ class SignalCatalogue:
             where = f"event_codes[{index}]"
             hazard, dot, level = named.value.strip().partition(".")
             if not dot or not hazard or not level:
-                raise InvalidInput(
-                    f"{SIGNAL_VALUE_NAME} value {named.value!r} is not '<hazard>.<level>'", field=where
-                )
+                raise InvalidInput(f"{SIGNAL_VALUE_NAME} value {named.value!r} is not '<hazard>.<level>'", field=where)
             try:
                 signal = self.get(hazard, level)
             except InvalidInput as exc:
                 raise InvalidInput(exc.message, field=where) from None
             if found is not None and found != signal:
-                raise InvalidInput(
-                    f"{SIGNAL_VALUE_NAME} {signal.code} contradicts {found.code}", field=where
-                )
+                raise InvalidInput(f"{SIGNAL_VALUE_NAME} {signal.code} contradicts {found.code}", field=where)
             found = signal
         return found
 
@@ -409,13 +429,8 @@ def load_catalogue() -> SignalCatalogue:
     return read_catalogue(_packaged_file())
 
 
-def _packaged_file() -> Path | Traversable:
-    try:
-        return resources.files("broadcast").joinpath(CATALOGUE_RESOURCE)
-    except (NotADirectoryError, TypeError):
-        # ``broadcast`` is a namespace package; under an editable install Python 3.11's
-        # resources reader cannot span its path (MultiplexedPath rejects the finder hook).
-        return Path(__file__).with_name(CATALOGUE_RESOURCE)
+def _packaged_file() -> Traversable:
+    return resources.files("broadcast").joinpath(CATALOGUE_RESOURCE)
 
 
 class _Builder:
@@ -571,9 +586,7 @@ class _Builder:
                 self.fail(where, f"colour {level.value} has no [levels.{level.value}] table")
             colour = colours[level]
             spec = self.table(levels[parsed[level]], where)
-            self.keys(
-                spec, where, {"event", "headline", "criteria", "instruction", "response_types"}, {"certainty"}
-            )
+            self.keys(spec, where, {"event", "headline", "criteria", "instruction", "response_types"}, {"certainty"})
             certainty = colour["certainty"]
             if "certainty" in spec:
                 certainty = self.enum(Certainty, spec["certainty"], f"{where}.certainty")

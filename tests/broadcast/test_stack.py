@@ -1,0 +1,139 @@
+"""`broadcast up` and the README's worked example, run as a new user would: real processes, real ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from broadcast.redis_server import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _readme_example() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- example:start -->\s*```bash\n(.*?)```\s*<!-- example:end -->", text, re.S)
+    assert match, "README.md lost its marked curl example"
+    return match.group(1)
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, response.read()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+    port, redis_port = free_port(), free_port()
+    env = {**os.environ, "BROADCAST_PORT": str(port), "BROADCAST_LOCAL_REDIS_PORT": str(redis_port),
+           "BROADCAST_DATA_DIR": str(tmp_path / "data"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("REDIS_URL", None)
+    process = subprocess.Popen([str(BIN / "broadcast"), "up", "--workers", "2"], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    lines = []
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline().decode()
+        lines.append(line)
+        if "ready at" in line or process.poll() is not None:
+            break
+    assert any("ready at" in line for line in lines), "".join(lines)
+    try:
+        yield process, env
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_up_runs_the_readme_example_and_stops_everything_on_ctrl_c(stack, tmp_path: Path, shared_data) -> None:
+    process, env = stack
+    port = env["BROADCAST_PORT"]
+    script = _readme_example().replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace(".venv/bin/", f"{BIN}/")
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script + '\necho "ID=$ID"'], env=env, cwd=REPO,
+                            capture_output=True, timeout=60)
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    # The example ends by printing the CAP XML of the issued alert: valid CAP 1.2.
+    xml = out[out.index("<?xml"):out.rindex("</alert>") + len("</alert>")].encode()
+    schema = etree.XMLSchema(etree.parse(str(shared_data / "cap" / "CAP-v1.2.xsd")))
+    assert schema.validate(etree.fromstring(xml)), schema.error_log
+    assert b"<msgType>Alert</msgType>" in xml and b"<severity>Extreme</severity>" in xml
+    alert_id = re.search(r"^ID=(\S+)$", out, re.M).group(1)  # type: ignore[union-attr]
+
+    # A worker of the stack picked up the dissemination job.
+    token = subprocess.run([str(BIN / "broadcast"), "user", "add", "olivia", "--role", "ops"], env=env,
+                           capture_output=True, check=True).stdout.decode().strip()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        _, body = _get(f"http://127.0.0.1:{port}/api/alerts/{alert_id}", token)
+        if b'"outcome":"ran"' in body.replace(b" ", b""):
+            break
+        time.sleep(0.2)
+    assert b'"outcome":"ran"' in body.replace(b" ", b""), body
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+    leftovers = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True).stdout
+    assert leftovers == b"", leftovers
+    with pytest.raises(OSError):
+        _get(f"http://127.0.0.1:{port}/healthz")
+    assert (Path(env["BROADCAST_DATA_DIR"]) / "redis" / "appendonlydir").is_dir()
+
+
+def test_user_add_prints_only_the_token_and_refuses_bad_input(stack) -> None:
+    _, env = stack
+    broadcast = str(BIN / "broadcast")
+    result = subprocess.run([broadcast, "user", "add", "lin", "--role", "forecaster"], env=env, capture_output=True)
+    assert result.returncode == 0
+    assert re.fullmatch(rb"bct_[A-Za-z0-9_-]{43}\n", result.stdout), result.stdout
+    again = subprocess.run([broadcast, "user", "add", "lin", "--role", "forecaster"], env=env, capture_output=True)
+    assert again.returncode == 2 and b"name" in again.stderr and again.stdout == b""
+    bad_role = subprocess.run([broadcast, "user", "add", "mei", "--role", "chief"], env=env, capture_output=True)
+    assert bad_role.returncode == 2 and b"role" in bad_role.stderr
+    listing = subprocess.run([broadcast, "user", "list"], env=env, capture_output=True, check=True).stdout
+    assert listing == b"lin\tforecaster\n"
+
+
+def test_alert_commands_script_the_workflow_over_http(stack, tmp_path: Path) -> None:
+    _, env = stack
+    broadcast = str(BIN / "broadcast")
+
+    def run(*args: str, token: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([broadcast, "alert", "--token", token, *args], env=env, input=stdin,
+                              capture_output=True, timeout=30)
+
+    alice = subprocess.run([broadcast, "user", "add", "alice", "--role", "forecaster"], env=env,
+                           capture_output=True, check=True).stdout.decode().strip()
+    bob = subprocess.run([broadcast, "user", "add", "bob", "--role", "approver"], env=env,
+                         capture_output=True, check=True).stdout.decode().strip()
+    request = (b'{"signal": {"hazard": "typhoon", "level": "white"}, "areas": [{"desc": "Nanshan", '
+               b'"geocodes": [{"value_name": "adcode", "value": "440305"}]}]}')
+    created = run("create", "-", token=alice, stdin=request)
+    assert created.returncode == 0, created.stderr
+    alert_id = re.search(rb'"id": "([^"]+)"', created.stdout).group(1).decode()  # type: ignore[union-attr]
+    assert run("submit", alert_id, token=alice).returncode == 0
+    own = run("approve", alert_id, token=alice)
+    assert own.returncode == 1 and b'"field": "role"' in own.stderr
+    assert run("approve", alert_id, token=bob).returncode == 0
+    cap = run("cap", alert_id, token=bob)
+    assert cap.returncode == 0 and b"<geocode>" in cap.stdout and b"440305" in cap.stdout
+    bad = run("create", "-", token=alice, stdin=b'{"signal": {"hazard": "typhoon", "level": "purple"}}')
+    assert bad.returncode == 1 and b"signal.level" in bad.stderr
+    unreachable = subprocess.run([broadcast, "alert", "--url", f"http://127.0.0.1:{free_port()}", "--token", "x",
+                                  "list"], env=env, capture_output=True, timeout=30)
+    assert unreachable.returncode == 2 and b"cannot reach" in unreachable.stderr
