@@ -19,6 +19,7 @@ import redis
 
 from broadcast import audit, cap, keys, workflow
 from broadcast.audit import REFUSED, AuditEntry
+from broadcast.codec import alert_to_json
 from broadcast.compose import compose, merge_requests, new_alert_id, policy_findings
 from broadcast.errors import BroadcastError, Conflict, InvalidInput
 from broadcast.jurisdiction import Jurisdiction
@@ -74,8 +75,12 @@ class AlertService:
     # ------------------------------------------------------------ reading
 
     def get(self, actor: Actor, alert_id: str) -> AlertRecord:
+        """One alert; an issued alert past its expiry is moved to expired first, so reads never lag."""
         actor.user.require(Permission.READ_ALERTS)
-        return self.store.get(alert_id)
+        record = self.store.get(alert_id)
+        if workflow.expire(record, self.now()) is not None:
+            record = self.expire(alert_id)
+        return record
 
     def list(self, actor: Actor, *, limit: int = 50, offset: int = 0) -> list[AlertRecord]:
         actor.user.require(Permission.READ_ALERTS)
@@ -150,13 +155,11 @@ class AlertService:
         return self._store_new(actor, record, "import")
 
     def _store_new(self, actor: Actor, record: AlertRecord, action: str, **audit_fields: Any) -> AlertRecord:
-        entry = self._entry(actor, action, alert_id=record.id, to_state=record.state.value,
-                            **audit_fields)
-        self.store.transact([], lambda _: Change(records=[record], audit=[entry]))
+        entries = [self._entry(actor, action, alert_id=record.id, to_state=record.state.value, **audit_fields)]
         if record.replaces and action in ("update", "cancel"):
-            original_entry = self._entry(actor, f"{action} requested", alert_id=record.replaces,
-                                         detail=f"by alert {record.id}")
-            audit.append(self.store.redis, original_entry)
+            entries.append(self._entry(actor, f"{action} requested", alert_id=record.replaces,
+                                       detail=f"by alert {record.id}"))
+        self.store.transact([], lambda _: Change(records=[record], audit=entries))
         return record
 
     # ------------------------------------------------------------ acting on one alert
@@ -288,7 +291,7 @@ class AlertService:
             workflow.check_replaceable(original, actor.user, cancel=False)
             now = self.now()
             new_id = new_alert_id(now)
-            base = original.composition if original.composition is not None else {}
+            base = original.composition if original.composition is not None else _composition_of(original.alert)
             composed = compose(merge_requests(base, change), settings=self.settings, catalogue=self.catalogue,
                                identifier=f"{self.settings.identifier_prefix}-{new_id}", sent=now,
                                msg_type=MsgType.UPDATE,
@@ -338,6 +341,13 @@ class AlertService:
             return  # nothing to attach the refusal to: an unknown id
         detail = f"{err.field}: {err.message}" if err.field else err.message
         audit.append(self.store.redis, self._entry(actor, action, alert_id=alert_id, outcome=REFUSED, detail=detail))
+
+
+def _composition_of(alert: Alert) -> dict[str, Any]:
+    """A composition request that reproduces an imported alert, so it can be updated like ours."""
+    doc = alert_to_json(alert)
+    return {key: doc[key] for key in ("status", "scope", "source", "restriction", "addresses", "codes", "note",
+                                      "incidents", "info") if key in doc}
 
 
 def _cancelled_info(info: Info, now: datetime) -> Info:

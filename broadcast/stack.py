@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from broadcast.redis_server import RedisServerConfig, start_redis, stop_redis
 from broadcast.settings import Settings
@@ -29,11 +29,9 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
-    started: list[float] = field(default_factory=list)
 
     def start(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(self.argv, env=env)
-        self.started.append(time.monotonic())
 
 
 def _children(settings: Settings, workers: int) -> list[Child]:

@@ -147,10 +147,16 @@ async def test_expiry_is_scheduled_at_issue_and_run_by_the_worker(client, auth, 
     record = await (await client.get(f"/api/alerts/{issued['id']}", headers=auth["dave"])).json()
     assert record["state"] == "issued"
     await asyncio.sleep(max(0.0, (soon - datetime.now().astimezone()).total_seconds()) + 1.1)
-    run_worker_burst(settings)
+    # Reading it applies the due expiry at once; the scheduled job then finds nothing left to do.
     record = await (await client.get(f"/api/alerts/{issued['id']}", headers=auth["dave"])).json()
     assert record["state"] == "expired"
     assert record["closed"]["by"] == "system"
+    run_worker_burst(settings)
+    assert registry.get_job_ids() == []
+    again = await (await client.get(f"/api/alerts/{issued['id']}", headers=auth["dave"])).json()
+    assert again == record
+    actions = [a[1] for a in await audit_actions(client, auth, issued["id"])]
+    assert actions.count("expire") == 1
     await post(client, auth, "alice", issued["id"], "cancel", {"reason": "too late"}, status=409)
 
 
@@ -284,6 +290,12 @@ async def test_cap_round_trip_through_the_api_gives_the_same_alert(client, auth)
     # Inside our jurisdiction and in our languages, so it can go through the workflow.
     await post(client, auth, "fiona", imported["id"], "submit")
     await post(client, auth, "carol", imported["id"], "approve")
+    # An Update of the imported alert is ours and references the other agency's message.
+    update = await post(client, auth, "alice", imported["id"], "update",
+                        {"info": [{"language": "en", "headline": "Red rainstorm warning extended"}]}, status=201)
+    assert update["alert"]["references"][-1]["identifier"] == "OTHER-AGENCY-1"
+    assert update["alert"]["info"][1]["headline"] == "Red rainstorm warning extended"
+    assert update["alert"]["info"][0]["headline"] == imported["alert"]["info"][0]["headline"]
 
 
 async def test_spec_examples_import_as_drafts_that_cannot_be_submitted(client, auth, shared_data) -> None:
