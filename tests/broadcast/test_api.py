@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -312,6 +313,27 @@ async def test_spec_examples_import_as_drafts_that_cannot_be_submitted(client, a
         assert again["state"] == "draft"
     listing = await (await client.get("/api/alerts", headers=auth["dave"])).json()
     assert listing["total"] == 4
+
+
+async def test_other_agencies_cap_imports_with_the_findings_that_block_submission(client, auth) -> None:
+    fixtures = Path(__file__).parent / "fixtures" / "cap"
+    expected = {
+        # Its outer-waters area reaches 22.58N, into Shenzhen Bay: it overlaps our extent, so only the language
+        # rules block it.
+        "hko-typhoon-signal8-zh-hk-en.xml": {"unsupported_language", "missing_language"},
+        "dwd-thunderstorm-update-de-en.xml": {"outside_jurisdiction", "unsupported_language", "missing_language",
+                                              "unknown_reference"},
+        "nws-flood-warning-en-us.xml": {"outside_jurisdiction", "unsupported_language", "missing_language"},
+        "cma-rainstorm-cancel-zh-cn.xml": {"unknown_reference", "missing_language"},
+    }
+    for name, codes in expected.items():
+        response = await client.post("/api/alerts", data=(fixtures / name).read_bytes(),
+                                     headers={**auth["alice"], "Content-Type": "application/cap+xml"})
+        assert response.status == 201, (name, await response.text())
+        record = await response.json()
+        assert {f["code"] for f in record["findings"]} == codes, (name, record["findings"])
+        assert record["state"] == "draft"
+        await post(client, auth, "alice", record["id"], "submit", status=409)
 
 
 # ---------------------------------------------------------------- bad input
