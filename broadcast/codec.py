@@ -11,6 +11,7 @@ the field by its path (``info[1].areas[0].geometry.coordinates[0]``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -71,8 +72,8 @@ def text(doc: Mapping[str, Any], key: str, path: str, *, required: bool = False)
 
 
 def number(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput("must be a number", field=path)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput("must be a finite number", field=path)
     return float(value)
 
 
@@ -186,7 +187,8 @@ AREA_FIELDS = frozenset({"desc", "geometry", "circles", "geocodes", "altitude", 
 def area_from_json(raw: Any, path: str) -> Area:
     doc = require_object(raw, path)
     reject_unknown(doc, AREA_FIELDS, path)
-    polygons = polygons_from_geojson(doc["geometry"], join(path, "geometry")) if doc.get("geometry") else ()
+    geometry = doc.get("geometry")
+    polygons = polygons_from_geojson(geometry, join(path, "geometry")) if geometry is not None else ()
     circles = []
     for index, entry in enumerate(items(doc, "circles", path)):
         here = f"{join(path, 'circles')}[{index}]"

@@ -68,7 +68,8 @@ def merge_requests(base: Mapping[str, Any], change: Mapping[str, Any]) -> dict[s
             for entry in value:
                 if isinstance(entry, Mapping):
                     language = entry.get("language")
-                    by_language[language] = {**by_language.get(language, {}), **entry}
+                    combined = {**by_language.get(language, {}), **entry}
+                    by_language[language] = {k: v for k, v in combined.items() if v is not None}
             merged["info"] = list(by_language.values())
         elif value is None:
             merged.pop(key, None)
@@ -79,7 +80,8 @@ def merge_requests(base: Mapping[str, Any], change: Mapping[str, Any]) -> dict[s
 
 def _area_words(doc: Mapping[str, Any], language: str) -> str | None:
     """The areas as the headline names them; None (the whole city) when they are too many to name."""
-    names = [a["desc"] for a in items(doc, "areas", "") if isinstance(a, Mapping) and isinstance(a.get("desc"), str)]
+    names = [a["desc"] for a in _localized_areas(doc, language)
+             if isinstance(a, Mapping) and isinstance(a.get("desc"), str)]
     words = ("、" if language.startswith("zh") else ", ").join(names)
     return words if names and len(words) <= 40 else None
 
@@ -113,7 +115,25 @@ def _languages(doc: Mapping[str, Any], settings: Settings) -> list[str]:
                                f"{', '.join(settings.languages)}", field=field)
         if languages.index(language) != index:
             raise InvalidInput(f"language {language!r} is given twice", field=field)
+    for index, entry in enumerate(overrides):
+        if entry.get("language") not in languages:
+            raise InvalidInput(f"language {entry.get('language')!r} is not among the alert's languages "
+                               f"({', '.join(languages)})", field=f"info[{index}].language")
     return languages
+
+
+def _localized_areas(doc: Mapping[str, Any], language: str) -> list[Any]:
+    """Top-level areas as one language's info carries them: a ``desc`` given per language is resolved."""
+    areas = []
+    for area in items(doc, "areas", ""):
+        if isinstance(area, Mapping) and isinstance(area.get("desc"), Mapping):
+            texts = area["desc"]
+            primary = language.split("-")[0]
+            chosen = texts.get(language) or next(
+                (v for k, v in texts.items() if isinstance(k, str) and k.split("-")[0] == primary), None)
+            area = {**area, "desc": chosen if chosen is not None else next(iter(texts.values()), None)}
+        areas.append(area)
+    return areas
 
 
 def compose(
@@ -152,7 +172,7 @@ def compose(
                            field="areas")
 
     # Checked here so that errors name the request's own field (areas[0]...), not each language's copy.
-    for index, area in enumerate(items(doc, "areas", "")):
+    for index, area in enumerate(_localized_areas(doc, languages[0])):
         area_from_json(area, f"areas[{index}]")
     overrides = {e.get("language"): e for e in items(doc, "info", "") if isinstance(e, Mapping)}
     infos = []
@@ -164,11 +184,16 @@ def compose(
             "web": settings.web,
             "effective": effective.isoformat(),
             "expires": expires.isoformat(),
-            "areas": list(items(doc, "areas", "")),
+            "areas": _localized_areas(doc, language),
         }
         if onset is not None:
             entry["onset"] = onset.isoformat()
         if signal is not None:
+            try:
+                signal.event(language)
+            except InvalidInput:
+                raise InvalidInput(f"the warning-signal catalogue has no {language!r} text",
+                                   field=f"languages[{index}]") from None
             entry.update({
                 "categories": [c.value for c in signal.categories],
                 "event": signal.event(language),

@@ -114,6 +114,7 @@ class AlertRecord:
     composition: dict[str, Any] | None = None
     signal: str | None = None  # "rainstorm.red"
     findings: tuple[Finding, ...] = ()
+    edited_by: tuple[str, ...] = ()  # everyone who changed the draft: none of them may approve it
     submitted: Stamp | None = None
     approved: Stamp | None = None
     rejection: Rejection | None = None
@@ -134,6 +135,7 @@ class AlertRecord:
             "composition": self.composition,
             "signal": self.signal,
             "findings": [f.as_dict() for f in self.findings],
+            "edited_by": list(self.edited_by),
             "submitted": self.submitted.as_dict() if self.submitted else None,
             "approved": self.approved.as_dict() if self.approved else None,
             "rejection": {**self.rejection.stamp.as_dict(), "reason": self.rejection.reason}
@@ -160,6 +162,7 @@ class AlertRecord:
             composition=doc.get("composition"),
             signal=doc.get("signal"),
             findings=tuple(Finding(**f) for f in doc.get("findings", ())),
+            edited_by=tuple(doc.get("edited_by", ())),
             submitted=Stamp.from_dict(doc.get("submitted")),
             approved=Stamp.from_dict(doc.get("approved")),
             rejection=Rejection(Stamp(rejection["by"], datetime.fromisoformat(rejection["at"])), rejection["reason"])

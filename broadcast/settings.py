@@ -9,7 +9,9 @@ the environment are comma-separated. The README's configuration reference lists 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -17,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from broadcast.errors import InvalidInput
 
@@ -61,9 +64,14 @@ class Settings:
         missing = set(self.required_languages) - set(self.languages)
         if missing:
             raise InvalidInput(f"required languages not supported: {sorted(missing)}", field="languages")
-        for name in ("workers", "max_headline_length", "max_text_length", "max_body_bytes"):
+        for name in ("workers", "max_headline_length", "max_text_length", "max_body_bytes",
+                     "default_validity_hours", "job_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise InvalidInput("must be positive", field=name)
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidInput(f"unknown time zone {self.timezone!r}", field="timezone") from None
 
     @property
     def effective_redis_url(self) -> str:
@@ -86,19 +94,33 @@ def _convert(raw: Any, annotation: Any, name: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _convert(raw, inner, name)
-    try:
-        if origin is tuple:
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(_convert(item.strip() if isinstance(item, str) else item, args[0], name)
-                         for item in items if item != "")
-        if hint is Path:
-            return Path(raw)
-        if hint in (int, float):
-            return hint(raw)
-        if hint is str:
-            return str(raw)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"cannot read {raw!r} as {hint}", field=name) from exc
+    wrong = InvalidInput(f"cannot read {raw!r} as {getattr(hint, '__name__', hint)}", field=name)
+    if origin is tuple:
+        if not isinstance(raw, str | list):
+            raise wrong
+        items = raw.split(",") if isinstance(raw, str) else raw
+        return tuple(_convert(item.strip() if isinstance(item, str) else item, args[0], name)
+                     for item in items if item != "")
+    if isinstance(raw, bool):
+        raise wrong  # TOML true/false is never a number or a name
+    if hint is int:
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, str) and re.fullmatch(r"[+-]?\d+", raw.strip()):
+            return int(raw)
+        raise wrong
+    if hint is float:
+        try:
+            value = float(raw) if isinstance(raw, int | float | str) else math.nan
+        except ValueError:
+            raise wrong from None
+        if not math.isfinite(value):
+            raise wrong
+        return value
+    if hint in (str, Path):
+        if not isinstance(raw, str):
+            raise wrong
+        return Path(raw) if hint is Path else raw
     raise InvalidInput(f"unsupported setting type {hint}", field=name)
 
 

@@ -94,7 +94,7 @@ class UserDirectory:
             InvalidInput: the name is not a valid user name.
             Conflict: the user exists already.
         """
-        if not _USER_NAME.match(name or ""):
+        if not _USER_NAME.fullmatch(name or ""):
             raise InvalidInput("user names are 1-64 of a-z 0-9 . _ - starting with a letter or digit", field="name")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         digest = hash_token(token)

@@ -5,7 +5,7 @@ transaction and writes what they return. Each function raises a BroadcastError w
 action is not allowed (wrong role, wrong state, the two-person rule), and the caller
 records the refusal in the audit trail.
 
-The two-person rule: nobody approves an alert they drafted or submitted. The one
+The two-person rule: nobody approves an alert they drafted, edited or submitted. The one
 exception is an urgent Cancel, which any approver may approve, the requester included,
 so that a false alert can be withdrawn in seconds.
 """
@@ -40,7 +40,8 @@ def edit(record: AlertRecord, actor: User, alert: Alert, composition: dict | Non
          findings: tuple[Finding, ...]) -> AlertRecord:
     actor.require(Permission.COMPOSE)
     _require_state(record, State.DRAFT, action="edited")
-    return _bump(record, alert=alert, composition=composition, signal=signal, findings=findings)
+    editors = record.edited_by if actor.name in record.edited_by else (*record.edited_by, actor.name)
+    return _bump(record, alert=alert, composition=composition, signal=signal, findings=findings, edited_by=editors)
 
 
 def submit(record: AlertRecord, actor: User, findings: list[Finding], now: datetime) -> AlertRecord:
@@ -55,10 +56,10 @@ def submit(record: AlertRecord, actor: User, findings: list[Finding], now: datet
 def check_two_person_rule(record: AlertRecord, actor: User) -> None:
     if record.urgent and record.alert.msg_type is MsgType.CANCEL:
         return
-    involved = {record.created.by, record.submitted.by if record.submitted else record.created.by}
+    involved = {record.created.by, *record.edited_by, record.submitted.by if record.submitted else record.created.by}
     if actor.name in involved:
         raise Forbidden(
-            f"{actor.name} drafted or submitted alert {record.id}; a second person must approve it",
+            f"{actor.name} drafted, edited or submitted alert {record.id}; a second person must approve it",
             field="approver",
         )
 
