@@ -20,7 +20,7 @@ import redis
 from broadcast import audit, cap, keys, workflow
 from broadcast.audit import REFUSED, AuditEntry
 from broadcast.codec import alert_to_json
-from broadcast.compose import compose, merge_requests, new_alert_id, policy_findings
+from broadcast.compose import Composed, compose, merge_requests, new_alert_id, policy_findings
 from broadcast.errors import BroadcastError, Conflict, InvalidInput
 from broadcast.jurisdiction import Jurisdiction
 from broadcast.model import Alert, Info, MsgType, ResponseType
@@ -30,6 +30,9 @@ from broadcast.settings import Settings
 from broadcast.signals import SignalCatalogue
 from broadcast.store import AlertStore, Change
 from broadcast.users import Permission, User
+from geotarget.areas import check_area
+from geotarget.registry import TargetCache
+from geotarget.resolve import resolve_alert
 
 CANCEL_HEADLINE_PREFIX = {"zh": "【解除】", "en": "CANCELLED: "}
 CANCEL_INSTRUCTION = {
@@ -60,12 +63,12 @@ def expiry_job(record: AlertRecord) -> JobRequest | None:
 
 
 class AlertService:
-    def __init__(self, client: redis.Redis, settings: Settings, catalogue: SignalCatalogue,
+    def __init__(self, client: redis.Redis, settings: Settings, catalogue: SignalCatalogue, targets: TargetCache,
                  clock: Callable[[], datetime] | None = None) -> None:
         self.settings = settings
         self.store = AlertStore(client, settings.job_timeout_seconds)
         self.catalogue = catalogue
-        self.jurisdiction = Jurisdiction.from_settings(settings)
+        self.targets = targets
         zone = ZoneInfo(settings.timezone)
         self._clock = clock or (lambda: datetime.now(zone).replace(microsecond=0))
 
@@ -101,7 +104,34 @@ class AlertService:
         audit.append(self.store.redis, self._entry(actor, action, outcome=REFUSED, detail=detail))
 
     def _findings(self, alert: Alert) -> tuple[Finding, ...]:
-        return tuple(policy_findings(alert, self.settings) + self.jurisdiction.findings(alert))
+        jurisdiction = Jurisdiction(self.targets.get().gazetteer)
+        return tuple(policy_findings(alert, self.settings) + jurisdiction.findings(alert))
+
+    def _compose(self, request: Mapping[str, Any], **fields: Any) -> tuple[Composed, tuple[Finding, ...]]:
+        """Compose and apply the geometry rules to the drawn areas; returns the notices they produce.
+
+        Raises:
+            InvalidInput: the request, or an area breaking a geometry rule (named by its request path).
+        """
+        gazetteer = self.targets.get().gazetteer
+
+        def name_units(codes: list[str], language: str) -> str | None:
+            units = [gazetteer.unit(c) for c in codes if c in gazetteer]
+            if not units:
+                return None
+            zh = language.lower().startswith("zh")
+            return ("、" if zh else ", ").join(u.name_zh if zh else u.name_en for u in units)
+
+        composed = compose(request, settings=self.settings, catalogue=self.catalogue, name_units=name_units,
+                           **fields)
+        top_level = bool(request.get("areas"))
+        notices: list[Finding] = []
+        for i, info in enumerate(composed.alert.infos[:1] if top_level else composed.alert.infos):
+            for j, area in enumerate(info.areas):
+                path = f"areas[{j}]" if top_level else f"info[{i}].areas[{j}]"
+                checked = check_area(area, path, gazetteer, max_vertices=self.settings.max_area_vertices)
+                notices += [Finding(n.code, n.field, n.message) for n in checked.notices]
+        return composed, tuple(notices)
 
     def create(self, actor: Actor, request: Mapping[str, Any]) -> AlertRecord:
         """Compose a new draft from a composition request (see :mod:`broadcast.compose`)."""
@@ -109,8 +139,8 @@ class AlertService:
             actor.user.require(Permission.COMPOSE)
             now = self.now()
             alert_id = new_alert_id(now)
-            composed = compose(request, settings=self.settings, catalogue=self.catalogue,
-                               identifier=f"{self.settings.identifier_prefix}-{alert_id}", sent=now)
+            composed, notices = self._compose(request, identifier=f"{self.settings.identifier_prefix}-{alert_id}",
+                                              sent=now)
         except BroadcastError as err:
             self._refuse_unbound(actor, "create", err)
             raise
@@ -118,7 +148,7 @@ class AlertService:
             id=alert_id, alert=composed.alert, state=State.DRAFT, origin=Origin.COMPOSED,
             created=Stamp(actor.user.name, now), composition=composed.request,
             signal=composed.signal.event_code.value if composed.signal else None,
-            findings=tuple(self.jurisdiction.findings(composed.alert)),
+            findings=self._findings(composed.alert), notices=notices,
         )
         return self._store_new(actor, record, "create")
 
@@ -210,12 +240,12 @@ class AlertService:
             if record.composition is None:
                 raise Conflict("an imported alert is changed by importing a corrected CAP message", field="id")
             request = merge_requests(record.composition, change)
-            composed = compose(request, settings=self.settings, catalogue=self.catalogue,
-                               identifier=record.alert.identifier, sent=self.now(),
-                               msg_type=record.alert.msg_type, references=record.alert.references)
+            composed, notices = self._compose(request, identifier=record.alert.identifier, sent=self.now(),
+                                              msg_type=record.alert.msg_type, references=record.alert.references)
             edited = workflow.edit(record, actor.user, composed.alert, composed.request,
                                    composed.signal.event_code.value if composed.signal else None,
-                                   tuple(self.jurisdiction.findings(composed.alert)))
+                                   self._findings(composed.alert))
+            edited = dataclasses.replace(edited, notices=notices)
             entry = self._entry(actor, "edit", alert_id=record.id, from_state=record.state.value,
                                 to_state=edited.state.value, detail=", ".join(sorted(change)))
             return Change(result=edited, records=[edited], audit=[entry])
@@ -235,6 +265,8 @@ class AlertService:
         def decide(record: AlertRecord, records: dict[str, AlertRecord]) -> Change[AlertRecord]:
             original = records.get(record.replaces) if record.replaces else None
             issued, closed = workflow.approve(record, actor.user, self.now(), original)
+            summary = resolve_alert(issued.alert, self.targets.get(), self.settings).summary()
+            issued = dataclasses.replace(issued, targets=summary)
             entries = [self._entry(actor, "approve", alert_id=record.id, from_state=record.state.value,
                                    to_state=issued.state.value,
                                    detail="urgent cancel" if issued.urgent else "")]
@@ -292,13 +324,14 @@ class AlertService:
             now = self.now()
             new_id = new_alert_id(now)
             base = original.composition if original.composition is not None else _composition_of(original.alert)
-            composed = compose(merge_requests(base, change), settings=self.settings, catalogue=self.catalogue,
-                               identifier=f"{self.settings.identifier_prefix}-{new_id}", sent=now,
-                               msg_type=MsgType.UPDATE,
-                               references=(*original.alert.references, original.alert.reference))
+            composed, notices = self._compose(merge_requests(base, change),
+                                              identifier=f"{self.settings.identifier_prefix}-{new_id}", sent=now,
+                                              msg_type=MsgType.UPDATE,
+                                              references=(*original.alert.references, original.alert.reference))
             record = self._successor(actor, original, new_id, composed.alert,
                                      composition=composed.request,
                                      signal=composed.signal.event_code.value if composed.signal else None)
+            record = dataclasses.replace(record, notices=notices)
         except BroadcastError as err:
             self._refuse_bound(actor, alert_id, "update", err)
             raise

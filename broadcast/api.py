@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis
+import shapely.geometry
 from aiohttp import web
 
 from broadcast import cap
@@ -23,7 +24,10 @@ from broadcast.openapi import openapi_document
 from broadcast.records import AlertRecord
 from broadcast.settings import Settings
 from broadcast.signals import load_catalogue
-from broadcast.users import User, UserDirectory
+from broadcast.users import Permission, User, UserDirectory
+from geotarget.gazetteer import Level, Unit
+from geotarget.registry import RegistryStore, TargetCache
+from geotarget.resolve import resolve_request
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +227,49 @@ async def alert_audit(request: web.Request) -> web.Response:
                              dumps=lambda d: json.dumps(d, ensure_ascii=False))
 
 
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+async def resolve_targets(request: web.Request) -> web.Response:
+    request[USER].require(Permission.READ_ALERTS)
+    doc = await read_json(request)
+    service = request.app[SERVICE]
+
+    def run() -> dict[str, Any]:
+        return resolve_request(doc, service.targets.get(), service.settings).as_dict()
+
+    return _json(await asyncio.to_thread(run))
+
+
+def _unit_json(unit: Unit) -> dict[str, Any]:
+    return {"code": unit.code, "level": unit.level.value, "name": unit.name_zh, "name_en": unit.name_en,
+            "parent": unit.parent, "population": unit.population}
+
+
+async def list_units(request: web.Request) -> web.Response:
+    request[USER].require(Permission.READ_ALERTS)
+    gazetteer = (await asyncio.to_thread(request.app[SERVICE].targets.get)).gazetteer
+    level, parent = request.query.get("level"), request.query.get("parent")
+    if level is not None and level not in {lv.value for lv in Level}:
+        raise InvalidInput(f"level must be one of {', '.join(lv.value for lv in Level)}", field="level")
+    if parent is not None:
+        units = list(gazetteer.children(parent))  # NotFound for an unknown parent
+    else:
+        units = list(gazetteer.units_at(level)) if level else list(gazetteer)
+    units = [u for u in units if level is None or u.level.value == level]
+    return _json({"units": [_unit_json(u) for u in units], "total": len(units)})
+
+
+async def get_unit(request: web.Request) -> web.Response:
+    request[USER].require(Permission.READ_ALERTS)
+    gazetteer = (await asyncio.to_thread(request.app[SERVICE].targets.get)).gazetteer
+    unit = gazetteer.unit(request.match_info["code"])
+    return _json({**_unit_json(unit), "geometry": shapely.geometry.mapping(unit.geometry),
+                  "children": [c.code for c in gazetteer.children(unit.code)],
+                  "ancestors": [a.code for a in gazetteer.ancestors(unit.code)]})
+
+
 async def list_signals(request: web.Request) -> web.Response:
     catalogue = request.app[SERVICE].catalogue
     return web.json_response({"hazards": catalogue.as_dict()}, dumps=lambda d: json.dumps(d, ensure_ascii=False))
@@ -239,7 +286,8 @@ def create_app(settings: Settings) -> web.Application:
         client = redis.Redis.from_url(settings.effective_redis_url, health_check_interval=30)
         app[REDIS] = client
         app[USERS] = UserDirectory(client)
-        app[SERVICE] = AlertService(client, settings, load_catalogue())
+        app[SERVICE] = AlertService(client, settings, load_catalogue(),
+                                    TargetCache(RegistryStore(client, settings.data_dir)))
         yield
         client.close()
 
@@ -258,6 +306,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/alerts/{id}/cancel", cancel_alert)
     app.router.add_get("/api/alerts/{id}/cap", alert_cap)
     app.router.add_get("/api/alerts/{id}/audit", alert_audit)
+    app.router.add_post("/api/targeting/resolve", resolve_targets)
+    app.router.add_get("/api/units", list_units)
+    app.router.add_get("/api/units/{code}", get_unit)
     return app
 
 

@@ -75,6 +75,94 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(settings: Settings):  # type: ignore[no-untyped-def]
+    from geotarget.registry import RegistryStore, TargetCache
+
+    store = RegistryStore(_redis(settings), settings.data_dir)
+    return store, TargetCache(store)
+
+
+def cmd_gazetteer(settings: Settings, args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from geotarget.importer import PropertyMapping, import_file
+    from geotarget.registry import publish_gazetteer
+
+    store, cache = _registry(settings)
+    if args.gazetteer_command == "export":
+        cache.get().gazetteer.write_geojson(args.file)
+        return 0
+    if args.gazetteer_command == "reset":
+        store.reset("gazetteer")
+        print("the built-in demo gazetteer is current")
+        return 0
+    defaults = PropertyMapping()
+    mapping = PropertyMapping(
+        code=tuple(args.code_property) if args.code_property else defaults.code,
+        name=args.name_property or defaults.name,
+        name_en=args.name_en_property or defaults.name_en,
+        level=args.level_property or defaults.level,
+        parent=args.parent_property or defaults.parent,
+        population=args.population_property or defaults.population,
+    )
+    result = import_file(cache.get().gazetteer, args.file, args.level, mapping)
+    for note in result.report:
+        if note.kind in ("unplaced", "removed", "reparented", "repaired", "created"):
+            print(f"{note.kind}\t{note.code or '-'}\t{note.message}")
+    counts = Counter(note.kind for note in result.report)
+    print("summary: " + ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) if counts else "summary: -")
+    if args.dry_run:
+        return 0
+    version = publish_gazetteer(store, result.gazetteer, note=f"{args.level} from {args.file}")
+    print(f"published gazetteer {version}")
+    return 0
+
+
+def cmd_registry(settings: Settings, args: argparse.Namespace) -> int:
+    from geotarget.facilities import FacilityRegistry, generate_facilities
+    from geotarget.subscribers import generate_subscribers, import_csv
+
+    store, cache = _registry(settings)
+    command = args.registry_command
+    if command == "status":
+        targets = cache.get()
+        print(json.dumps({
+            "versions": targets.versions,
+            "gazetteer": {lv.value: len(targets.gazetteer.units_at(lv)) for lv in _levels()},
+            "subscribers": len(targets.subscribers) if targets.subscribers is not None else None,
+            "facilities": targets.facilities.counts() if targets.facilities is not None else None,
+        }, ensure_ascii=False, indent=2))
+        return 0
+    if command == "verify":
+        for kind, version in sorted(store.current_versions().items()):
+            store.locate(kind, version, full_check=True)
+            print(f"{kind} {version}: ok")
+        return 0
+    gazetteer = cache.get().gazetteer
+    if command == "generate-demo":
+        version = store.publish("facilities", lambda d: generate_facilities(gazetteer, seed=args.seed).save(d),
+                                note="generated demo facilities")
+        print(f"published facilities {version}")
+        version = store.publish("subscribers", lambda d: generate_subscribers(
+            gazetteer, args.subscribers, d, seed=args.seed, overwrite=True), note=f"{args.subscribers} generated")
+        print(f"published subscribers {version}")
+        return 0
+    if args.kind == "subscribers":
+        version = store.publish("subscribers", lambda d: import_csv(args.path, d, overwrite=True),
+                                note=f"imported from {args.path}")
+    else:
+        version = store.publish("facilities", lambda d: FacilityRegistry.load(args.path).save(d),
+                                note=f"imported from {args.path}")
+    print(f"published {args.kind} {version}")
+    return 0
+
+
+def _levels():  # type: ignore[no-untyped-def]
+    from geotarget.gazetteer import Level
+
+    return tuple(Level)
+
+
 def cmd_signals(settings: Settings, args: argparse.Namespace) -> int:
     from broadcast.signals import load_catalogue
 
@@ -184,6 +272,39 @@ def build_parser() -> argparse.ArgumentParser:
     user.set_defaults(run=cmd_user)
 
     commands.add_parser("signals", help="print the warning-signal catalogue").set_defaults(run=cmd_signals)
+
+    gazetteer = commands.add_parser("gazetteer", help="import or export administrative boundaries")
+    gazetteer_commands = gazetteer.add_subparsers(dest="gazetteer_command", required=True)
+    imported = gazetteer_commands.add_parser(
+        "import", help="replace one level's polygons from a GeoJSON FeatureCollection; lower levels are re-fitted")
+    imported.add_argument("file")
+    imported.add_argument("--level", required=True, choices=["city", "district", "street", "community"])
+    imported.add_argument("--code-property", action="append",
+                          help="property holding the unit code (repeatable, tried in order; default code, adcode)")
+    imported.add_argument("--name-property", help="default name")
+    imported.add_argument("--name-en-property", help="default name_en")
+    imported.add_argument("--level-property", help="default level")
+    imported.add_argument("--parent-property", help="default parent (a code, or an object such as DataV's "
+                                                    "{\"adcode\": 440300}); dotted paths like parent.adcode work")
+    imported.add_argument("--population-property", help="default population")
+    imported.add_argument("--dry-run", action="store_true", help="print the report, publish nothing")
+    gazetteer_commands.add_parser("export", help="write the current gazetteer as GeoJSON").add_argument("file")
+    gazetteer_commands.add_parser("reset", help="make the built-in demo gazetteer current again")
+    gazetteer.set_defaults(run=cmd_gazetteer)
+
+    registry = commands.add_parser("registry", help="target registries: subscribers, facilities")
+    registry_commands = registry.add_subparsers(dest="registry_command", required=True)
+    demo = registry_commands.add_parser("generate-demo", help="generate demo subscribers and facilities")
+    demo.add_argument("--subscribers", type=int, default=200_000)
+    demo.add_argument("--seed", type=int, default=0)
+    registry_import = registry_commands.add_parser("import", help="subscribers from CSV; facilities from a folder "
+                                                                  "of GeoJSON files (cells, screens, stations, "
+                                                                  "loudspeakers)")
+    registry_import.add_argument("kind", choices=["subscribers", "facilities"])
+    registry_import.add_argument("path")
+    registry_commands.add_parser("status", help="current snapshot versions and counts")
+    registry_commands.add_parser("verify", help="recompute every snapshot file's sha256")
+    registry.set_defaults(run=cmd_registry)
 
     alert = commands.add_parser("alert", help="alert operations through the HTTP API")
     alert.add_argument("--url", help="service URL (default BROADCAST_URL or the settings)")

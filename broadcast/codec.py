@@ -124,6 +124,8 @@ def named_values_from_json(doc: Mapping[str, Any], key: str, path: str) -> tuple
     result = []
     for index, raw in enumerate(items(doc, key, path)):
         here = f"{join(path, key)}[{index}]"
+        if key == "geocodes" and isinstance(raw, str):
+            raw = {"value_name": ADMIN_CODE_NAME, "value": raw}
         entry = require_object(raw, here)
         reject_unknown(entry, {"value_name", "value"}, here)
         name = text(entry, "value_name", here, required=True)
@@ -140,6 +142,8 @@ def _ring(raw: Any, path: str) -> Polygon:
         if not isinstance(position, list) or len(position) != 2:
             raise InvalidInput("a position must be [lon, lat]", field=f"{path}[{index}]")
         points.append((number(position[0], f"{path}[{index}][0]"), number(position[1], f"{path}[{index}][1]")))
+    if points and all(abs(lat) > 90 >= abs(lon) for lon, lat in points):
+        raise InvalidInput("positions look like [lat, lon]; GeoJSON positions are [lon, lat]", field=path)
     try:
         return Polygon(tuple(points))
     except InvalidInput as err:
@@ -181,7 +185,9 @@ def polygons_to_geojson(polygons: Sequence[Polygon]) -> JsonDict | None:
     return {"type": "MultiPolygon", "coordinates": rings}
 
 
-AREA_FIELDS = frozenset({"desc", "geometry", "circles", "geocodes", "altitude", "ceiling"})
+AREA_FIELDS = frozenset({"desc", "geometry", "circle", "circles", "geocodes", "altitude", "ceiling"})
+# A geocode given as a bare string is an administrative division code (GB/T 2260 adcode).
+ADMIN_CODE_NAME = "adcode"
 
 
 def area_from_json(raw: Any, path: str) -> Area:
@@ -190,8 +196,10 @@ def area_from_json(raw: Any, path: str) -> Area:
     geometry = doc.get("geometry")
     polygons = polygons_from_geojson(geometry, join(path, "geometry")) if geometry is not None else ()
     circles = []
-    for index, entry in enumerate(items(doc, "circles", path)):
-        here = f"{join(path, 'circles')}[{index}]"
+    given = [(f"{join(path, 'circles')}[{i}]", c) for i, c in enumerate(items(doc, "circles", path))]
+    if doc.get("circle") is not None:
+        given.append((join(path, "circle"), doc["circle"]))
+    for here, entry in given:
         circle = require_object(entry, here)
         reject_unknown(circle, {"lon", "lat", "radius_km"}, here)
         values = {k: number(circle.get(k), join(here, k)) for k in ("lon", "lat", "radius_km")}

@@ -17,7 +17,7 @@ edit or an Update can change one thing and keep the rest.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,9 +78,9 @@ def merge_requests(base: Mapping[str, Any], change: Mapping[str, Any]) -> dict[s
     return merged
 
 
-def _area_words(doc: Mapping[str, Any], language: str) -> str | None:
+def _area_words(doc: Mapping[str, Any], language: str, name_units: UnitNamer | None) -> str | None:
     """The areas as the headline names them; None (the whole city) when they are too many to name."""
-    names = [a["desc"] for a in _localized_areas(doc, language)
+    names = [a["desc"] for a in _localized_areas(doc, language, name_units)
              if isinstance(a, Mapping) and isinstance(a.get("desc"), str)]
     words = ("、" if language.startswith("zh") else ", ").join(names)
     return words if names and len(words) <= 40 else None
@@ -122,10 +122,28 @@ def _languages(doc: Mapping[str, Any], settings: Settings) -> list[str]:
     return languages
 
 
-def _localized_areas(doc: Mapping[str, Any], language: str) -> list[Any]:
-    """Top-level areas as one language's info carries them: a ``desc`` given per language is resolved."""
+# Names an area by its administrative codes in a language (None if it cannot).
+UnitNamer = Callable[[list[str], str], str | None]
+DEFAULT_AREA_NAME = {"zh": "指定区域", "en": "Designated area"}
+
+
+def _default_desc(area: Mapping[str, Any], language: str, name_units: UnitNamer | None) -> str:
+    codes = [g if isinstance(g, str) else g.get("value") for g in area.get("geocodes") or ()
+             if isinstance(g, str) or (isinstance(g, Mapping) and str(g.get("value_name", "")).lower() == "adcode")]
+    named = name_units([c for c in codes if isinstance(c, str)], language) if codes and name_units else None
+    return named or DEFAULT_AREA_NAME.get(language.split("-")[0], DEFAULT_AREA_NAME["en"])
+
+
+def _localized_areas(doc: Mapping[str, Any], language: str, name_units: UnitNamer | None = None) -> list[Any]:
+    """Top-level areas as one language's info carries them.
+
+    A ``desc`` given per language is resolved; a missing one is named after the area's
+    administrative units, or generically.
+    """
     areas = []
     for area in items(doc, "areas", ""):
+        if isinstance(area, Mapping) and area.get("desc") is None:
+            area = {**area, "desc": _default_desc(area, language, name_units)}
         if isinstance(area, Mapping) and isinstance(area.get("desc"), Mapping):
             texts = area["desc"]
             primary = language.split("-")[0]
@@ -145,6 +163,7 @@ def compose(
     sent: datetime,
     msg_type: MsgType = MsgType.ALERT,
     references: tuple[Reference, ...] = (),
+    name_units: UnitNamer | None = None,
 ) -> Composed:
     """Build and check a CAP alert from a composition request.
 
@@ -172,7 +191,7 @@ def compose(
                            field="areas")
 
     # Checked here so that errors name the request's own field (areas[0]...), not each language's copy.
-    for index, area in enumerate(_localized_areas(doc, languages[0])):
+    for index, area in enumerate(_localized_areas(doc, languages[0], name_units)):
         area_from_json(area, f"areas[{index}]")
     overrides = {e.get("language"): e for e in items(doc, "info", "") if isinstance(e, Mapping)}
     infos = []
@@ -184,7 +203,7 @@ def compose(
             "web": settings.web,
             "effective": effective.isoformat(),
             "expires": expires.isoformat(),
-            "areas": _localized_areas(doc, language),
+            "areas": _localized_areas(doc, language, name_units),
         }
         if onset is not None:
             entry["onset"] = onset.isoformat()
@@ -202,7 +221,7 @@ def compose(
                 "certainty": signal.certainty.value,
                 "response_types": [r.value for r in signal.response_types],
                 "event_codes": [{"value_name": signal.event_code.value_name, "value": signal.event_code.value}],
-                "headline": signal.headline(language, area=_area_words(doc, language)),
+                "headline": signal.headline(language, area=_area_words(doc, language, name_units)),
                 "description": signal.criteria(language),
                 "instruction": signal.instruction(language),
             })

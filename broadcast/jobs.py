@@ -18,6 +18,7 @@ from broadcast.settings import load_settings
 from broadcast.signals import load_catalogue
 from broadcast.store import Change
 from broadcast.users import User
+from geotarget.registry import RegistryStore, TargetCache
 
 SYSTEM = Actor(User("system", frozenset()))
 
@@ -26,7 +27,9 @@ def _service() -> AlertService:
     job = get_current_job()
     if job is None:
         raise RuntimeError("broadcast.jobs functions run inside an RQ worker")
-    return AlertService(job.connection, load_settings(), load_catalogue())
+    settings = load_settings()
+    targets = TargetCache(RegistryStore(job.connection, settings.data_dir))
+    return AlertService(job.connection, settings, load_catalogue(), targets)
 
 
 def disseminate(alert_id: str) -> str:

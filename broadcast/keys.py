@@ -41,3 +41,9 @@ USERS = f"{PREFIX}users"  # Set of user names.
 # String: sha256 of a bearer token -> user name.
 def token(token_hash: str) -> str:
     return f"{PREFIX}token:{token_hash}"
+
+
+# Hash: registry kind -> current snapshot version (geotarget.registry). Owned by the registry store.
+REGISTRY_CURRENT = f"{PREFIX}registry:current"
+# Hash: "kind:version" -> manifest JSON (file digests) of every published snapshot.
+REGISTRY_MANIFESTS = f"{PREFIX}registry:manifests"

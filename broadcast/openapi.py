@@ -105,6 +105,46 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Stamp": {"type": "object", "properties": {"by": STRING, "at": TIME}},
+    "TargetArea": {
+        "type": "object", "additionalProperties": False,
+        "description": "One of geometry, circle(s) or geocodes (bare strings are adcodes), or several together",
+        "properties": {
+            "desc": STRING,
+            "geometry": {"type": "object", "description": "GeoJSON Polygon or MultiPolygon, [lon, lat]"},
+            "circle": {"type": "object", "properties": {"lon": {"type": "number"}, "lat": {"type": "number"},
+                                                        "radius_km": {"type": "number"}}},
+            "geocodes": {"type": "array", "items": {"oneOf": [STRING, _ref("NamedValue")]}},
+        },
+    },
+    "UnitCoverage": {
+        "type": "object",
+        "properties": {"level": {"enum": ["city", "district", "street", "community"]}, "code": STRING,
+                       "name": STRING, "name_en": STRING, "parent": {"type": ["string", "null"]},
+                       "coverage": {"type": "number", "description": "fraction of the unit's area covered"},
+                       "edge": {"type": "boolean", "description": "covered less than edge_coverage_fraction"},
+                       "population": {"type": "integer"}},
+    },
+    "Resolution": {
+        "type": "object",
+        "properties": {
+            "units": {"type": "array", "items": _ref("UnitCoverage")},
+            "tree": {"type": ["object", "null"], "description": "city -> districts -> streets -> communities"},
+            "levels": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer"},
+                       "description": "per channel (sms, app_push, cell_broadcast, ...) and subscribers"},
+            "estimates": {"type": "object", "description": "per channel: count, rate_per_second, seconds"},
+            "notices": {"type": "array", "items": {"type": "object"}},
+            "registries": {"type": "object", "description": "snapshot versions used"},
+        },
+    },
+    "Unit": {
+        "type": "object",
+        "properties": {"code": STRING, "level": STRING, "name": STRING, "name_en": STRING,
+                       "parent": {"type": ["string", "null"]}, "population": {"type": "integer"},
+                       "geometry": {"type": "object", "description": "GeoJSON (only on /api/units/{code})"},
+                       "children": {"type": "array", "items": STRING},
+                       "ancestors": {"type": "array", "items": STRING}},
+    },
     "AlertRecord": {
         "type": "object",
         "properties": {
@@ -200,6 +240,17 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "summary": "the alert as CAP 1.2 XML", "description": "Roles: any.",
             "responses": {"200": {"description": "CAP", "content": {"application/cap+xml": {"schema": STRING}}},
                           **_errors(401, 404)}}},
+        "/api/targeting/resolve": {"post": _op(
+            "resolve areas to units at four levels, subscribers, cells, screens, stations and loudspeakers",
+            "any", 200, _ref("Resolution"), 400, 404, 422,
+            body=_json({"type": "object", "required": ["areas"],
+                        "properties": {"areas": {"type": "array", "items": _ref("TargetArea")}}}))},
+        "/api/units": {"get": {**_op("units of the gazetteer (no geometry)", "any", 200, {"type": "object"}, 404, 422),
+                               "parameters": [{"name": "level", "in": "query", "schema": STRING},
+                                              {"name": "parent", "in": "query", "schema": STRING}]}},
+        "/api/units/{code}": {
+            "parameters": [{"name": "code", "in": "path", "required": True, "schema": STRING}],
+            "get": _op("one unit with its polygon as GeoJSON", "any", 200, _ref("Unit"), 404)},
         "/api/alerts/{id}/audit": {"parameters": ID, "get": _op(
             "the alert's append-only audit trail", "forecaster, approver, ops, admin", 200,
             {"type": "object", "properties": {"entries": {"type": "array", "items": _ref("AuditEntry")}}}, 403, 404)},

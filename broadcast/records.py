@@ -114,6 +114,8 @@ class AlertRecord:
     composition: dict[str, Any] | None = None
     signal: str | None = None  # "rainstorm.red"
     findings: tuple[Finding, ...] = ()
+    # What the service did to the areas that the forecaster should know (e.g. clipped to the city).
+    notices: tuple[Finding, ...] = ()
     edited_by: tuple[str, ...] = ()  # everyone who changed the draft: none of them may approve it
     submitted: Stamp | None = None
     approved: Stamp | None = None
@@ -123,6 +125,8 @@ class AlertRecord:
     urgent: bool = False
     closed: Stamp | None = None  # when it became updated / cancelled / expired
     dissemination: Dissemination | None = None
+    # Resolved at approval: units per level, counts per channel, registry versions (geotarget.resolve).
+    targets: dict[str, Any] | None = None
     version: int = 1
 
     def to_json(self) -> str:
@@ -135,6 +139,7 @@ class AlertRecord:
             "composition": self.composition,
             "signal": self.signal,
             "findings": [f.as_dict() for f in self.findings],
+            "notices": [n.as_dict() for n in self.notices],
             "edited_by": list(self.edited_by),
             "submitted": self.submitted.as_dict() if self.submitted else None,
             "approved": self.approved.as_dict() if self.approved else None,
@@ -145,6 +150,7 @@ class AlertRecord:
             "urgent": self.urgent,
             "closed": self.closed.as_dict() if self.closed else None,
             "dissemination": self.dissemination.as_dict() if self.dissemination else None,
+            "targets": self.targets,
             "version": self.version,
         }
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
@@ -162,6 +168,7 @@ class AlertRecord:
             composition=doc.get("composition"),
             signal=doc.get("signal"),
             findings=tuple(Finding(**f) for f in doc.get("findings", ())),
+            notices=tuple(Finding(**f) for f in doc.get("notices", ())),
             edited_by=tuple(doc.get("edited_by", ())),
             submitted=Stamp.from_dict(doc.get("submitted")),
             approved=Stamp.from_dict(doc.get("approved")),
@@ -172,6 +179,7 @@ class AlertRecord:
             urgent=bool(doc.get("urgent")),
             closed=Stamp.from_dict(doc.get("closed")),
             dissemination=Dissemination.from_dict(doc.get("dissemination")),
+            targets=doc.get("targets"),
             version=int(doc.get("version", 1)),
         )
 

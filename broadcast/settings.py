@@ -33,6 +33,8 @@ class Settings:
     local_redis_port: int = 6399
     data_dir: Path = Path(".broadcast")
     workers: int = 2
+    # Subscribers `broadcast up` generates when no subscriber registry is published yet.
+    demo_subscribers: int = 200_000
 
     sender: str = "alerts@szmb.example"
     sender_name: str = "深圳市气象台 Shenzhen Meteorological Observatory"
@@ -48,30 +50,54 @@ class Settings:
     max_body_bytes: int = 1_048_576
     default_validity_hours: float = 6.0
 
-    # Jurisdiction: (min_lon, min_lat, max_lon, max_lat) and the administrative-code prefix.
-    jurisdiction_bbox: tuple[float, ...] = (113.75, 22.44, 114.63, 22.87)
-    jurisdiction_code_prefix: str = "4403"
+    # Geometry rules for drawn areas, and the coverage below which a unit counts as "edge".
+    max_area_vertices: int = 10_000
+    edge_coverage_fraction: float = 0.05
 
     job_timeout_seconds: int = 600
+
+    # Sending rate per channel (messages per second; per provider account for SMS), used for
+    # coverage-time estimates now and by the rate-controlled sender later.
+    channel_rates: tuple[str, ...] = (
+        "sms=5000", "cell_broadcast=50", "voice=100", "email=500", "wechat=2000", "weibo=1",
+        "app_push=10000", "tv=1", "radio=1", "display_screen=200", "loudspeaker=100", "webhook=50",
+        "cap_feed=1000",
+    )
 
     def __post_init__(self) -> None:
         if not (0 < self.port < 65536):
             raise InvalidInput("port must be 1..65535", field="port")
         if not (0 < self.local_redis_port < 65536):
             raise InvalidInput("port must be 1..65535", field="local_redis_port")
-        if len(self.jurisdiction_bbox) != 4:
-            raise InvalidInput("needs min_lon,min_lat,max_lon,max_lat", field="jurisdiction_bbox")
+        self.rates  # noqa: B018 - parses and checks channel_rates
+        if not (0.0 <= self.edge_coverage_fraction < 1.0):
+            raise InvalidInput("must be at least 0 and below 1", field="edge_coverage_fraction")
         missing = set(self.required_languages) - set(self.languages)
         if missing:
             raise InvalidInput(f"required languages not supported: {sorted(missing)}", field="languages")
         for name in ("workers", "max_headline_length", "max_text_length", "max_body_bytes",
-                     "default_validity_hours", "job_timeout_seconds"):
+                     "default_validity_hours", "job_timeout_seconds", "max_area_vertices"):
             if getattr(self, name) <= 0:
                 raise InvalidInput("must be positive", field=name)
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise InvalidInput(f"unknown time zone {self.timezone!r}", field="timezone") from None
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """channel_rates as a mapping: channel name -> messages per second."""
+        rates = {}
+        for entry in self.channel_rates:
+            name, _, value = entry.partition("=")
+            try:
+                rate = float(value)
+            except ValueError:
+                rate = math.nan
+            if not name.strip() or not math.isfinite(rate) or rate <= 0:
+                raise InvalidInput(f"{entry!r} is not channel=rate with a positive rate", field="channel_rates")
+            rates[name.strip()] = rate
+        return rates
 
     @property
     def effective_redis_url(self) -> str:

@@ -58,6 +58,27 @@ def wait_healthy(url: str, timeout: float) -> bool:
     return False
 
 
+def ensure_demo_registries(settings: Settings) -> None:
+    """Publish generated demo subscribers and facilities over the current gazetteer, unless some exist."""
+    import redis
+
+    from geotarget.facilities import generate_facilities
+    from geotarget.registry import RegistryStore, TargetCache
+    from geotarget.subscribers import generate_subscribers
+
+    store = RegistryStore(redis.Redis.from_url(settings.effective_redis_url), settings.data_dir)
+    current = store.current_versions()
+    gazetteer = TargetCache(store).get().gazetteer
+    if "facilities" not in current:
+        store.publish("facilities", lambda d: generate_facilities(gazetteer).save(d), note="demo")
+        print("generated the demo facilities (cells, screens, stations, loudspeakers)", flush=True)
+    if "subscribers" not in current:
+        count = settings.demo_subscribers
+        store.publish("subscribers", lambda d: generate_subscribers(gazetteer, count, d, overwrite=True),
+                      note=f"demo: {count} generated")
+        print(f"generated {count} demo subscribers", flush=True)
+
+
 def run_stack(settings: Settings, workers: int | None = None) -> int:
     """Start everything, supervise until a stop signal, stop everything. Returns the exit code."""
     stop = False
@@ -74,6 +95,7 @@ def run_stack(settings: Settings, workers: int | None = None) -> int:
         data_dir = settings.data_dir / "redis"
         redis_process = start_redis(RedisServerConfig(port=settings.local_redis_port, data_dir=data_dir))
         print(f"redis-server on 127.0.0.1:{settings.local_redis_port}, data in {data_dir}", flush=True)
+    ensure_demo_registries(settings)
     env = {**os.environ, "REDIS_URL": settings.effective_redis_url}
     children = _children(settings, workers or settings.workers)
     try:

@@ -9,6 +9,8 @@ import pytest
 import redis
 
 from broadcast.redis_server import RedisServerConfig, free_port, start_redis, stop_redis
+from broadcast.settings import Settings, load_settings
+from broadcast.users import UserDirectory, parse_roles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -42,9 +44,6 @@ def shared_data() -> Path:
 
 
 # ---------------------------------------------------------------- the service
-
-from broadcast.settings import Settings, load_settings  # noqa: E402
-from broadcast.users import Role, UserDirectory, parse_roles  # noqa: E402
 
 PEOPLE: dict[str, tuple[str, ...]] = {
     "alice": ("forecaster",),
@@ -83,4 +82,34 @@ async def client(settings: Settings, tokens: dict[str, str], aiohttp_client):  #
     return await aiohttp_client(create_app(settings))
 
 
-__all__ = ["Role"]
+
+# ---------------------------------------------------------------- target registries
+
+DEMO_SUBSCRIBERS = 30_000
+
+
+@pytest.fixture(scope="session")
+def demo_registry_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Demo subscribers and facilities over the demo gazetteer, generated once per test session."""
+    from geotarget import build_demo_gazetteer
+    from geotarget.facilities import generate_facilities
+    from geotarget.subscribers import generate_subscribers
+
+    root = tmp_path_factory.mktemp("registries")
+    gazetteer = build_demo_gazetteer()
+    generate_facilities(gazetteer).save(root / "facilities")
+    generate_subscribers(gazetteer, DEMO_SUBSCRIBERS, root / "subscribers", seed=7)
+    return {"facilities": root / "facilities", "subscribers": root / "subscribers"}
+
+
+@pytest.fixture
+def published_targets(settings: Settings, redis_client: redis.Redis, demo_registry_dirs: dict[str, Path]):  # type: ignore[no-untyped-def]
+    """The demo registries published as current snapshots for this test's service."""
+    import shutil
+
+    from geotarget.registry import RegistryStore, TargetCache
+
+    store = RegistryStore(redis_client, settings.data_dir)
+    for kind, source in demo_registry_dirs.items():
+        store.publish(kind, lambda d, s=source: shutil.copytree(s, d, dirs_exist_ok=True))
+    return TargetCache(store)

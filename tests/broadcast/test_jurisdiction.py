@@ -1,4 +1,4 @@
-"""Jurisdiction: which areas lie inside the service's extent or carry one of its administrative codes."""
+"""Jurisdiction: which areas overlap the gazetteer's city (by geometry or by our administrative units)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from broadcast.compose import compose
-from broadcast.jurisdiction import Jurisdiction, area_shape, circle_shape, is_admin_code
+from broadcast.jurisdiction import Jurisdiction
 from broadcast.model import Alert, Area, Circle, NamedValue, Polygon
 from broadcast.settings import Settings
 from broadcast.signals import load_catalogue
+from geotarget import build_demo_gazetteer
+from geotarget.areas import area_shape, circle_shape, is_admin_code
 
 SETTINGS = Settings()
-JURISDICTION = Jurisdiction.from_settings(SETTINGS)
+JURISDICTION = Jurisdiction(build_demo_gazetteer())
 
 
 def square(lon: float, lat: float, half: float = 0.02) -> Polygon:
@@ -55,8 +57,8 @@ def test_a_multi_polygon_area_is_inside_when_one_part_is() -> None:
 
 
 def test_circle_crossing_the_boundary_is_inside() -> None:
-    # Centre 0.05 degrees (about 5 km) west of the extent's western edge, radius 10 km.
-    crossing = Circle(113.70, 22.60, 10.0)
+    # Centre west of the city (over the Pearl River estuary), radius 20 km: it reaches the coast.
+    crossing = Circle(113.70, 22.60, 20.0)
     assert not JURISDICTION.covers(Area("centre", circles=(Circle(113.70, 22.60, 0.0),)))
     assert JURISDICTION.covers(Area("crossing", circles=(crossing,))) is True
 
@@ -78,14 +80,17 @@ def test_circle_shape_has_the_radius_in_kilometres() -> None:
     assert (max_lon - min_lon) / 2 > (max_lat - min_lat) / 2  # longitude degrees are shorter away from the equator
 
 
-def test_area_shape_is_none_without_geometry() -> None:
+def test_area_shape_is_none_without_geometry_or_known_units() -> None:
     assert area_shape(geocode_area("440304")) is None
+    assert area_shape(geocode_area("440304"), build_demo_gazetteer()).equals(
+        build_demo_gazetteer().unit("440304").geometry)
     assert area_shape(polygon_area(FUTIAN)) is not None
 
 
-def test_geometry_decides_even_when_a_geocode_is_ours() -> None:
-    area = Area("HK, mislabelled", polygons=(HONG_KONG,), geocodes=(NamedValue("adcode", "440304"),))
-    assert JURISDICTION.covers(area) is False
+def test_an_area_is_the_union_of_its_polygons_and_units() -> None:
+    area = Area("HK and Futian", polygons=(HONG_KONG,), geocodes=(NamedValue("adcode", "440304"),))
+    assert JURISDICTION.covers(area) is True
+    assert JURISDICTION.covers(Area("HK", polygons=(HONG_KONG,), geocodes=(NamedValue("adcode", "810000"),))) is False
 
 
 # ---------------------------------------------------------------- administrative codes
@@ -118,14 +123,6 @@ def test_an_area_with_neither_geometry_nor_geocode_is_outside() -> None:
     assert JURISDICTION.covers(Area("somewhere")) is False
 
 
-def test_the_code_prefix_comes_from_settings() -> None:
-    beijing = Jurisdiction.from_settings(Settings(jurisdiction_code_prefix="1101",
-                                                  jurisdiction_bbox=(116.0, 39.6, 116.8, 40.2)))
-    assert beijing.covers(geocode_area("110101")) is True
-    assert beijing.covers(geocode_area("440304")) is False
-    assert beijing.covers(polygon_area(FUTIAN)) is False
-
-
 # ---------------------------------------------------------------- findings
 
 
@@ -153,5 +150,5 @@ def test_findings_name_each_outside_area() -> None:
 
 def test_no_findings_when_every_area_is_inside() -> None:
     alert = alert_with_areas(polygon_area(FUTIAN), geocode_area("440304"),
-                             Area("crossing", circles=(Circle(113.70, 22.60, 10.0),)))
+                             Area("crossing", circles=(Circle(113.70, 22.60, 20.0),)))
     assert JURISDICTION.findings(alert) == []

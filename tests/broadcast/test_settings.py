@@ -45,8 +45,8 @@ def test_defaults_without_file_or_environment() -> None:
     assert (settings.max_headline_length, settings.max_text_length) == (160, 4000)
     assert settings.max_body_bytes == 1_048_576
     assert settings.default_validity_hours == 6.0
-    assert settings.jurisdiction_bbox == (113.75, 22.44, 114.63, 22.87)
-    assert settings.jurisdiction_code_prefix == "4403"
+    assert settings.rates["sms"] == 5000.0 and len(settings.rates) == 13
+    assert settings.edge_coverage_fraction == 0.05
     assert settings.timezone == "Asia/Shanghai"
     assert settings.job_timeout_seconds == 600
     assert settings.base_url == "http://127.0.0.1:8080"
@@ -72,7 +72,7 @@ workers = 5
 languages = ["zh-CN", "en", "fr"]
 required_languages = ["zh-CN"]
 default_validity_hours = 2.5
-jurisdiction_bbox = [113, 22, 115, 23]
+channel_rates = ["sms=4000", "voice=50.5"]
 identifier_prefix = "TEST"
 """)
     settings = load_settings({}, path)
@@ -82,8 +82,7 @@ identifier_prefix = "TEST"
     assert settings.languages == ("zh-CN", "en", "fr")
     assert settings.required_languages == ("zh-CN",)
     assert settings.default_validity_hours == 2.5
-    assert settings.jurisdiction_bbox == (113.0, 22.0, 115.0, 23.0)
-    assert all(isinstance(v, float) for v in settings.jurisdiction_bbox)
+    assert settings.rates == {"sms": 4000.0, "voice": 50.5}
     assert settings.identifier_prefix == "TEST"
     assert settings.timezone == "Asia/Shanghai"  # untouched keys keep their default
 
@@ -128,11 +127,11 @@ def test_environment_lists_are_comma_separated() -> None:
     settings = load_settings({
         "BROADCAST_LANGUAGES": "zh-CN, en ,fr,",
         "BROADCAST_REQUIRED_LANGUAGES": "en",
-        "BROADCAST_JURISDICTION_BBOX": "113.5,22.25,114.75,23",
+        "BROADCAST_CHANNEL_RATES": "sms=100, email=2.5",
     })
     assert settings.languages == ("zh-CN", "en", "fr")
     assert settings.required_languages == ("en",)
-    assert settings.jurisdiction_bbox == (113.5, 22.25, 114.75, 23.0)
+    assert settings.rates == {"sms": 100.0, "email": 2.5}
 
 
 def test_environment_numbers_and_paths_are_converted() -> None:
@@ -205,14 +204,10 @@ def test_limits_must_be_positive(name: str) -> None:
     assert err.field == name
 
 
-def test_bbox_needs_four_numbers() -> None:
-    err = refused({"BROADCAST_JURISDICTION_BBOX": "113,22,114"})
-    assert err.field == "jurisdiction_bbox"
-
-
-def test_bbox_with_a_word_is_refused() -> None:
-    err = refused({"BROADCAST_JURISDICTION_BBOX": "113,22,east,23"})
-    assert err.field == "jurisdiction_bbox"
+@pytest.mark.parametrize("rates", ["sms", "sms=fast", "sms=0", "=5", "sms=-3", "sms=inf"])
+def test_channel_rates_need_positive_numbers(rates: str) -> None:
+    err = refused({"BROADCAST_CHANNEL_RATES": rates})
+    assert err.field == "channel_rates"
 
 
 def test_a_list_where_a_number_belongs_is_refused(empty_cwd: Path) -> None:
