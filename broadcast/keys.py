@@ -47,3 +47,5 @@ def token(token_hash: str) -> str:
 REGISTRY_CURRENT = f"{PREFIX}registry:current"
 # Hash: "kind:version" -> manifest JSON (file digests) of every published snapshot.
 REGISTRY_MANIFESTS = f"{PREFIX}registry:manifests"
+# Hash: "kind:version" -> when and why it was published.
+REGISTRY_HISTORY = f"{PREFIX}registry:history"

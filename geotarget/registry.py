@@ -19,6 +19,7 @@ With no gazetteer published, the built-in demo gazetteer of Shenzhen is current.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -75,10 +76,9 @@ class RegistryStore:
         try:
             write(staging)
             digests = file_digests(staging)
-            version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + hashlib.sha256(
-                json.dumps(digests, sort_keys=True).encode()).hexdigest()[:10]
-            manifest = {"kind": kind, "version": version, "created": datetime.now(UTC).isoformat(),
-                        "files": digests, "note": note}
+            # Content-addressed: publishing the same data twice yields the same version.
+            version = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
+            manifest = {"kind": kind, "version": version, "files": digests}
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
             final = self.root / kind / version
             if final.exists():
@@ -90,6 +90,8 @@ class RegistryStore:
             raise
         with self.redis.pipeline() as pipe:
             pipe.hset(keys.REGISTRY_MANIFESTS, f"{kind}:{version}", json.dumps(manifest))
+            pipe.hset(keys.REGISTRY_HISTORY, f"{kind}:{version}",
+                      json.dumps({"published": datetime.now(UTC).isoformat(), "note": note}))
             pipe.hset(keys.REGISTRY_CURRENT, kind, version)
             pipe.execute()
         return version
@@ -165,19 +167,35 @@ class TargetCache:
         if unchanged("gazetteer") and previous is not None:
             gazetteer = previous.gazetteer
         elif "gazetteer" in versions:
-            gazetteer = Gazetteer.read_geojson(directory("gazetteer") / GAZETTEER_FILE)
+            gazetteer = _read_gazetteer(directory("gazetteer"))
         else:
             gazetteer = build_demo_gazetteer()
         if unchanged("subscribers") and previous is not None:
             subscribers = previous.subscribers
         else:
-            subscribers = (SubscriberSnapshot.open(directory("subscribers"), verify=False)
-                           if "subscribers" in versions else None)
+            subscribers = _open_subscribers(directory("subscribers")) if "subscribers" in versions else None
         if unchanged("facilities") and previous is not None:
             facilities = previous.facilities
         else:
-            facilities = FacilityRegistry.load(directory("facilities")) if "facilities" in versions else None
+            facilities = _read_facilities(directory("facilities")) if "facilities" in versions else None
         return Targets(gazetteer, subscribers, facilities, versions)
+
+
+# Snapshots never change once published, so a process may keep what it read of one; the
+# caches are keyed by the snapshot's directory and hold only the last few.
+@functools.lru_cache(maxsize=4)
+def _read_gazetteer(directory: Path) -> Gazetteer:
+    return Gazetteer.read_geojson(directory / GAZETTEER_FILE)
+
+
+@functools.lru_cache(maxsize=4)
+def _open_subscribers(directory: Path) -> SubscriberSnapshot:
+    return SubscriberSnapshot.open(directory, verify=False)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_facilities(directory: Path) -> FacilityRegistry:
+    return FacilityRegistry.load(directory)
 
 
 def publish_gazetteer(store: RegistryStore, gazetteer: Gazetteer, note: str = "") -> str:

@@ -57,9 +57,15 @@ PEOPLE: dict[str, tuple[str, ...]] = {
 }
 
 
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by the tests: registry snapshots are content-addressed and immutable, so they can be."""
+    return tmp_path_factory.mktemp("data")
+
+
 @pytest.fixture
-def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return load_settings({"REDIS_URL": redis_url, "BROADCAST_DATA_DIR": str(tmp_path / "data")})
+def settings(redis_url: str, data_dir: Path) -> Settings:
+    return load_settings({"REDIS_URL": redis_url, "BROADCAST_DATA_DIR": str(data_dir)})
 
 
 @pytest.fixture
