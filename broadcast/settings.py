@@ -56,6 +56,15 @@ class Settings:
 
     job_timeout_seconds: int = 600
 
+    # Channels: where the adapters send. By default every channel points at its local simulator
+    # (`broadcast sim`) on sim_host:sim_base_port+offset; channel_options entries
+    # "<channel>.<key>=<value>" set real endpoints and credentials (see channels/*.py).
+    sim_host: str = "127.0.0.1"
+    sim_base_port: int = 9100
+    channel_options: tuple[str, ...] = ()
+    # Where providers (Twilio status callbacks, voice keypresses) reach this service.
+    public_url: str | None = None
+
     # Sending rate per channel (messages per second; per provider account for SMS), used for
     # coverage-time estimates now and by the rate-controlled sender later.
     channel_rates: tuple[str, ...] = (
@@ -67,6 +76,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not (0 < self.port < 65536):
             raise InvalidInput("port must be 1..65535", field="port")
+        if not (0 < self.sim_base_port < 65520):
+            raise InvalidInput("port must be 1..65519 (the simulators use the next 16)", field="sim_base_port")
         if not (0 < self.local_redis_port < 65536):
             raise InvalidInput("port must be 1..65535", field="local_redis_port")
         self.rates  # noqa: B018 - parses and checks channel_rates
@@ -106,6 +117,10 @@ class Settings:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def callback_base_url(self) -> str:
+        return (self.public_url or self.base_url).rstrip("/")
 
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -119,3 +119,47 @@ def published_targets(settings: Settings, redis_client: redis.Redis, demo_regist
     for kind, source in demo_registry_dirs.items():
         store.publish(kind, lambda d, s=source: shutil.copytree(s, d, dirs_exist_ok=True))
     return TargetCache(store)
+
+
+# ---------------------------------------------------------------- channels
+
+
+@pytest.fixture
+async def channel_context(settings: Settings, redis_url: str):  # type: ignore[no-untyped-def]
+    """A ChannelContext with a real aiohttp session and a real (async) Redis client."""
+    import aiohttp
+    import redis.asyncio
+
+    from channels.base import ChannelContext
+
+    async with aiohttp.ClientSession() as http:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            yield ChannelContext(settings, http, client)
+        finally:
+            await client.aclose()
+
+
+def sample_alert(level: str = "red", hazard: str = "rainstorm", msg_type: str = "Alert"):  # type: ignore[no-untyped-def]
+    """A composed zh-CN + en alert over Futian, and its signal (for channel tests)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from broadcast.compose import compose
+    from broadcast.signals import load_catalogue
+
+    composed = compose({"signal": {"hazard": hazard, "level": level},
+                        "areas": [{"desc": {"zh-CN": "福田区", "en": "Futian"}, "geocodes": ["440304"]}]},
+                       settings=Settings(), catalogue=load_catalogue(), identifier="SZMB-TEST-1",
+                       sent=datetime.now(ZoneInfo("Asia/Shanghai")).replace(microsecond=0))
+    return composed.alert, composed.signal
+
+
+def sample_message(channel: str, **kwargs):  # type: ignore[no-untyped-def]
+    """sample_alert() rendered for ``channel`` in zh-CN and en (templates/<channel>/)."""
+    from broadcast.cap import to_xml
+    from broadcast.render import build_message
+
+    alert, signal = sample_alert(**kwargs)
+    return build_message(channel, "20260701-080000-abcdef", alert, signal=signal, timezone="Asia/Shanghai",
+                         cap_xml=to_xml(alert))

@@ -1,0 +1,1 @@
+"""Local simulators of the external services the channels talk to (see ops/simulators/base.py)."""
