@@ -49,3 +49,30 @@ REGISTRY_CURRENT = f"{PREFIX}registry:current"
 REGISTRY_MANIFESTS = f"{PREFIX}registry:manifests"
 # Hash: "kind:version" -> when and why it was published.
 REGISTRY_HISTORY = f"{PREFIX}registry:history"
+
+
+# String: a provider's access token (WeChat, Weibo, FCM), with a TTL shorter than the token's
+# own lifetime; deleted when the provider says the token is invalid.
+def provider_token(channel: str) -> str:
+    return f"{PREFIX}token:provider:{channel}"
+
+
+# Hash: webhook partner id -> JSON (url, secret, filters). Owned by the webhook channel.
+WEBHOOK_PARTNERS = f"{PREFIX}webhook:partners"
+
+# Sorted set: alert id -> published time, the entries of the public CAP Atom feed.
+FEED_ENTRIES = f"{PREFIX}feed:entries"
+
+
+# String: one published feed entry (JSON: id, title, updated, CAP XML). Owned by the feed.
+def feed_entry(alert_id: str) -> str:
+    return f"{PREFIX}feed:entry:{alert_id}"
+
+
+# Hash: provider message id -> JSON receipt (status, error code, time). Written by status
+# callbacks (Twilio) and delivery receipts (SMPP deliver_sm); kept 7 days.
+def receipt(provider_ref: str) -> str:
+    return f"{PREFIX}receipt:{provider_ref}"
+
+
+RECEIPT_TTL_SECONDS = 7 * 86400
