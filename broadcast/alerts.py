@@ -24,12 +24,14 @@ from broadcast.compose import Composed, compose, merge_requests, new_alert_id, p
 from broadcast.errors import BroadcastError, Conflict, InvalidInput
 from broadcast.jurisdiction import Jurisdiction
 from broadcast.model import Alert, Info, MsgType, ResponseType
+from broadcast.preview import Fit, preview
 from broadcast.queues import HOUSEKEEPING_QUEUE, QUEUE_BY_SEVERITY, JobRequest
 from broadcast.records import AlertRecord, Dissemination, Finding, Origin, Stamp, State
 from broadcast.settings import Settings
-from broadcast.signals import SignalCatalogue
+from broadcast.signals import Signal, SignalCatalogue
 from broadcast.store import AlertStore, Change
 from broadcast.users import Permission, User
+from channels.base import registered
 from geotarget.areas import check_area
 from geotarget.registry import TargetCache
 from geotarget.resolve import resolve_alert
@@ -123,7 +125,7 @@ class AlertService:
             return ("、" if zh else ", ").join(u.name_zh if zh else u.name_en for u in units)
 
         composed = compose(request, settings=self.settings, catalogue=self.catalogue, name_units=name_units,
-                           **fields)
+                           known_channels=tuple(registered()), **fields)
         top_level = bool(request.get("areas"))
         notices: list[Finding] = []
         for i, info in enumerate(composed.alert.infos[:1] if top_level else composed.alert.infos):
@@ -252,9 +254,25 @@ class AlertService:
 
         return self.act(actor, alert_id, "edit", decide)
 
+    def signal_of(self, record: AlertRecord) -> Signal | None:
+        return self.catalogue.from_event_codes(code for info in record.alert.infos for code in info.event_codes)
+
+    def preview(self, actor: Actor, alert_id: str) -> tuple[AlertRecord, dict[str, list[Fit]]]:
+        """Every channel's rendering of the alert, and whether it fits (the record, channel -> fits)."""
+        record = self.get(actor, alert_id)
+        return record, preview(record.alert, record.id, None, signal=self.signal_of(record), settings=self.settings)
+
+    def _channel_findings(self, record: AlertRecord) -> list[Finding]:
+        selected = (record.composition or {}).get("channels") or None
+        fits = preview(record.alert, record.id, selected, signal=self.signal_of(record), settings=self.settings)
+        return [Finding("does_not_fit", f"channels.{fit.channel}",
+                        f"the {fit.language} text for {fit.channel} takes {fit.count} {fit.unit}; "
+                        f"at most {fit.limit} fit") for fits_ in fits.values() for fit in fits_ if not fit.fits]
+
     def submit(self, actor: Actor, alert_id: str) -> AlertRecord:
         def decide(record: AlertRecord, _: dict[str, AlertRecord]) -> Change[AlertRecord]:
-            submitted = workflow.submit(record, actor.user, list(self._findings(record.alert)), self.now())
+            findings = [*self._findings(record.alert), *self._channel_findings(record)]
+            submitted = workflow.submit(record, actor.user, findings, self.now())
             entry = self._entry(actor, "submit", alert_id=record.id, from_state=record.state.value,
                                 to_state=submitted.state.value)
             return Change(result=submitted, records=[submitted], audit=[entry])

@@ -38,6 +38,9 @@ USERS = web.AppKey("users", UserDirectory)
 USER = web.RequestKey("user", User)  # the authenticated user
 
 PUBLIC_PATHS = frozenset({"/healthz"})
+# Providers cannot send our bearer tokens: their callbacks are checked by their own signatures
+# (channels/twilio_callbacks.py); the CAP feed is public by design (broadcast/feed.py).
+PUBLIC_PREFIXES = ("/api/callbacks/", "/feed/")
 CAP_CONTENT_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -70,7 +73,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -216,6 +219,15 @@ async def cancel_alert(request: web.Request) -> web.Response:
     return record_response(record, status=201)
 
 
+async def alert_preview(request: web.Request) -> web.Response:
+    record, fits = await asyncio.to_thread(request.app[SERVICE].preview, actor(request), request.match_info["id"])
+    selected = (record.composition or {}).get("channels")
+    return _json({"id": record.id, "channels": {
+        name: {"selected": selected is None or name in selected,
+               "languages": {fit.language: fit.as_dict() for fit in channel_fits}}
+        for name, channel_fits in fits.items()}})
+
+
 async def alert_cap(request: web.Request) -> web.Response:
     record = await asyncio.to_thread(request.app[SERVICE].get, actor(request), request.match_info["id"])
     return web.Response(body=cap.to_xml(record.alert), content_type="application/cap+xml", charset="utf-8")
@@ -305,6 +317,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/alerts/{id}/update", update_alert)
     app.router.add_post("/api/alerts/{id}/cancel", cancel_alert)
     app.router.add_get("/api/alerts/{id}/cap", alert_cap)
+    app.router.add_get("/api/alerts/{id}/preview", alert_preview)
     app.router.add_get("/api/alerts/{id}/audit", alert_audit)
     app.router.add_post("/api/targeting/resolve", resolve_targets)
     app.router.add_get("/api/units", list_units)

@@ -44,7 +44,7 @@ def _redis(settings: Settings) -> redis.Redis:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from broadcast.stack import run_stack
 
-    return run_stack(settings, args.workers)
+    return run_stack(settings, args.workers, simulators=not args.no_sim)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -163,6 +163,71 @@ def _levels():  # type: ignore[no-untyped-def]
     return tuple(Level)
 
 
+def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
+    from ops.simulators.run import run
+
+    return run(settings)
+
+
+def cmd_channels_send(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from broadcast.alerts import AlertService
+    from broadcast.sample_send import send_sample
+    from broadcast.signals import load_catalogue
+    from channels.base import registered
+
+    store, cache = _registry(settings)
+    service = AlertService(store.redis, settings, load_catalogue(), cache)
+    record = service.store.get(args.id)
+    names = args.channel or list(registered())
+    outcomes = asyncio.run(send_sample(record, names, signal=service.signal_of(record), settings=settings,
+                                       targets=cache.get(), redis_url=settings.effective_redis_url,
+                                       limit=args.limit))
+    failed = False
+    for outcome in outcomes:
+        counts = " ".join(f"{k}={v}" for k, v in outcome.counts().items() if v)
+        problem = outcome.error or next((r.error for r in outcome.results if r.error), "")
+        failed = failed or bool(outcome.error) or not outcome.results
+        print(f"{outcome.channel}\t{counts or 'no recipients'}\t{outcome.endpoint}" + (f"\t{problem}" if problem
+                                                                                       else ""))
+    return EXIT_REFUSED if failed else 0
+
+
+def cmd_channels(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    import aiohttp
+
+    import channels
+    from channels.base import ChannelContext, registered
+
+    if getattr(args, "channels_command", None) == "send":
+        return cmd_channels_send(settings, args)
+
+    async def describe() -> list[str]:
+        lines = []
+        async with aiohttp.ClientSession() as http:
+            context = ChannelContext(settings, http)
+            for name, cls in registered().items():
+                caps = cls.capabilities
+                adapter = cls(context)
+                try:
+                    endpoint = adapter.endpoint()
+                finally:
+                    await adapter.aclose()
+                limit = "-" if caps.max_length is None else str(caps.max_length)
+                lines.append(f"{name}\tkind={caps.kind} batch={caps.max_batch} length={limit} "
+                             f"segments={caps.segment_rule} rate={settings.rates.get(name, caps.rate_per_second):g}/s "
+                             f"receipts={'yes' if caps.supports_receipts else 'no'} "
+                             f"ack={'yes' if caps.supports_ack else 'no'}\t{endpoint}")
+        return lines
+
+    assert channels.__doc__  # the package import registers every adapter
+    print("\n".join(asyncio.run(describe())))
+    return 0
+
+
 def cmd_signals(settings: Settings, args: argparse.Namespace) -> int:
     from broadcast.signals import load_catalogue
 
@@ -251,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start Redis (unless REDIS_URL is set), the API and workers")
     up.add_argument("--workers", type=int, default=None, help="number of worker processes")
+    up.add_argument("--no-sim", action="store_true", help="do not start the channel simulators")
     up.set_defaults(run=cmd_up)
     commands.add_parser("serve", help="run the HTTP API").set_defaults(run=cmd_serve)
     worker = commands.add_parser("worker", help="run one RQ worker on the alert queues")
@@ -272,6 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     user.set_defaults(run=cmd_user)
 
     commands.add_parser("signals", help="print the warning-signal catalogue").set_defaults(run=cmd_signals)
+    channel_parser = commands.add_parser("channels", help="one line per channel: limits and configured endpoint")
+    channel_parser.set_defaults(run=cmd_channels)
+    channel_commands = channel_parser.add_subparsers(dest="channels_command")
+    sample = channel_commands.add_parser("send", help="send an ISSUED alert to the first recipients of each "
+                                                      "channel (a smoke test of the channels)")
+    sample.add_argument("id", help="alert id")
+    sample.add_argument("--channel", action="append", help="only this channel (repeatable)")
+    sample.add_argument("--limit", type=int, default=3, help="recipients per channel (default 3)")
+    commands.add_parser("sim", help="run every local simulator in the foreground").set_defaults(run=cmd_sim)
 
     gazetteer = commands.add_parser("gazetteer", help="import or export administrative boundaries")
     gazetteer_commands = gazetteer.add_subparsers(dest="gazetteer_command", required=True)

@@ -7,6 +7,7 @@ A composition request is what the API's ``POST /api/alerts`` takes as JSON::
      "expires": "2026-06-01T18:00:00+08:00",
      "info": [{"language": "zh-CN", "description": "..."}, {"language": "en", "description": "..."}]}
 
+``channels`` (optional) names the channels the alert goes out on; all of them when absent.
 The warning signal fills every CAP field that follows from it (category, event,
 urgency, severity, certainty, response types, event code, default headline and
 instructions in each language); anything given in ``info`` overrides it. Top-level
@@ -17,7 +18,7 @@ edit or an Update can change one thing and keep the rest.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +41,7 @@ from broadcast.signals import Signal, SignalCatalogue
 
 COMPOSITION_FIELDS = frozenset(
     {"signal", "status", "scope", "source", "restriction", "addresses", "codes", "note", "incidents",
-     "effective", "onset", "expires", "areas", "info", "languages"}
+     "effective", "onset", "expires", "areas", "info", "languages", "channels"}
 )
 
 
@@ -164,6 +165,7 @@ def compose(
     msg_type: MsgType = MsgType.ALERT,
     references: tuple[Reference, ...] = (),
     name_units: UnitNamer | None = None,
+    known_channels: Collection[str] | None = None,
 ) -> Composed:
     """Build and check a CAP alert from a composition request.
 
@@ -231,6 +233,13 @@ def compose(
     codes = items(doc, "codes", "")
     if not all(isinstance(c, str) for c in codes):
         raise InvalidInput("must be a list of strings", field="codes")
+    selected = items(doc, "channels", "")
+    for index, name in enumerate(selected):
+        if not isinstance(name, str) or (known_channels is not None and name not in known_channels):
+            known = ", ".join(sorted(known_channels or ()))
+            raise InvalidInput(f"unknown channel {name!r}; channels are: {known}", field=f"channels[{index}]")
+        if selected.index(name) != index:
+            raise InvalidInput(f"channel {name!r} is given twice", field=f"channels[{index}]")
     alert_fields: dict[str, Any] = {k: text(doc, k, "") for k in ("source", "restriction", "addresses", "note",
                                                                    "incidents")}
     try:

@@ -69,7 +69,7 @@ def feed_entry(alert_id: str) -> str:
     return f"{PREFIX}feed:entry:{alert_id}"
 
 
-# Hash: provider message id -> JSON receipt (status, error code, time). Written by status
+# String: provider message id -> JSON receipt (status, error code, time). Written by status
 # callbacks (Twilio) and delivery receipts (SMPP deliver_sm); kept 7 days.
 def receipt(provider_ref: str) -> str:
     return f"{PREFIX}receipt:{provider_ref}"

@@ -251,6 +251,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "/api/units/{code}": {
             "parameters": [{"name": "code", "in": "path", "required": True, "schema": STRING}],
             "get": _op("one unit with its polygon as GeoJSON", "any", 200, _ref("Unit"), 404)},
+        "/api/alerts/{id}/preview": {"parameters": ID, "get": _op(
+            "every channel's rendered text per language, its length, SMS segments or CBS pages, and whether it fits",
+            "any", 200, {"type": "object"}, 404)},
         "/api/alerts/{id}/audit": {"parameters": ID, "get": _op(
             "the alert's append-only audit trail", "forecaster, approver, ops, admin", 200,
             {"type": "object", "properties": {"entries": {"type": "array", "items": _ref("AuditEntry")}}}, 403, 404)},

@@ -48,6 +48,7 @@ class Settings:
     max_headline_length: int = 160
     max_text_length: int = 4000
     max_body_bytes: int = 1_048_576
+    max_sms_segments: int = 10  # concatenated SMS parts an alert's text may take
     default_validity_hours: float = 6.0
 
     # Geometry rules for drawn areas, and the coverage below which a unit counts as "edge".
@@ -87,7 +88,7 @@ class Settings:
         if missing:
             raise InvalidInput(f"required languages not supported: {sorted(missing)}", field="languages")
         for name in ("workers", "max_headline_length", "max_text_length", "max_body_bytes",
-                     "default_validity_hours", "job_timeout_seconds", "max_area_vertices"):
+                     "default_validity_hours", "job_timeout_seconds", "max_area_vertices", "max_sms_segments"):
             if getattr(self, name) <= 0:
                 raise InvalidInput("must be positive", field=name)
         try:

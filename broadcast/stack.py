@@ -3,7 +3,8 @@
 It starts its own redis-server when ``REDIS_URL`` is unset (data under
 ``<data_dir>/redis``, AOF on), then the API and the workers as child processes, restarts
 a child that dies, and on SIGINT/SIGTERM stops the children before Redis so that
-nothing is left running. Later stages add the channel simulators here.
+nothing is left running. The channel simulators (``broadcast sim``) run as one more child
+unless ``--no-sim``.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ class Child:
         self.process = subprocess.Popen(self.argv, env=env)
 
 
-def _children(settings: Settings, workers: int) -> list[Child]:
+def _children(settings: Settings, workers: int, simulators: bool) -> list[Child]:
     base = [sys.executable, "-m", "broadcast"]
     children = [Child("api", [*base, "serve"])]
+    if simulators:
+        children.append(Child("simulators", [*base, "sim"]))
     for index in range(workers):
         argv = [*base, "worker", "--name", f"{os.uname().nodename}-worker-{index + 1}-{os.getpid()}"]
         if index > 0:
@@ -79,7 +82,7 @@ def ensure_demo_registries(settings: Settings) -> None:
         print(f"generated {count} demo subscribers", flush=True)
 
 
-def run_stack(settings: Settings, workers: int | None = None) -> int:
+def run_stack(settings: Settings, workers: int | None = None, *, simulators: bool = True) -> int:
     """Start everything, supervise until a stop signal, stop everything. Returns the exit code."""
     stop = False
 
@@ -97,13 +100,15 @@ def run_stack(settings: Settings, workers: int | None = None) -> int:
         print(f"redis-server on 127.0.0.1:{settings.local_redis_port}, data in {data_dir}", flush=True)
     ensure_demo_registries(settings)
     env = {**os.environ, "REDIS_URL": settings.effective_redis_url}
-    children = _children(settings, workers or settings.workers)
+    children = _children(settings, workers or settings.workers, simulators)
     try:
         for child in children:
             child.start(env)
         if wait_healthy(settings.base_url, 30):
-            print(f"broadcast service ready at {settings.base_url} "
-                  f"({len(children) - 1} workers); Ctrl-C stops everything", flush=True)
+            count = sum(1 for c in children if c.name.startswith("worker"))
+            sims = f", simulators from port {settings.sim_base_port + 1}" if simulators else ""
+            print(f"broadcast service ready at {settings.base_url} ({count} workers{sims}); "
+                  "Ctrl-C stops everything", flush=True)
         else:
             print(f"the API did not become healthy at {settings.base_url}/healthz", file=sys.stderr, flush=True)
         while not stop:

@@ -140,7 +140,7 @@ async def channel_context(settings: Settings, redis_url: str):  # type: ignore[n
             await client.aclose()
 
 
-def sample_alert(level: str = "red", hazard: str = "rainstorm", msg_type: str = "Alert"):  # type: ignore[no-untyped-def]
+def sample_alert(level: str = "red", hazard: str = "rainstorm"):  # type: ignore[no-untyped-def]
     """A composed zh-CN + en alert over Futian, and its signal (for channel tests)."""
     from datetime import datetime
     from zoneinfo import ZoneInfo

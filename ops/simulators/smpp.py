@@ -1,0 +1,288 @@
+"""An SMPP 3.4 SMS centre (SMSC) for local runs and tests, with the /_sim/ inspection API on a second port.
+
+It authenticates binds (system_id/password; demo defaults are the sms adapter's defaults),
+answers bind_transmitter/receiver/transceiver, submit_sm, enquire_link, unbind and
+deliver_sm_resp, reassembles concatenated messages (UDH IEI 0x00 or 0x08), decodes GSM-7
+(data_coding 0), Latin-1 (3) and UCS-2 (8), and records every accepted submit_sm:
+
+    kind "submit_sm": system_id, source, destination, data_coding, esm_class,
+        registered_delivery, text (of this part), part, parts, reference, message_id,
+        full_text (the reassembled text on the part that completes it; the text itself
+        for a single SMS; None while parts are missing)
+    kind "deliver_sm": a receipt sent back (message_id, destination, stat, err)
+
+For registered_delivery (bit 0 or 1) it sends a deliver_sm receipt after
+``receipt_delay`` seconds to a receiver or transceiver session of the same system_id
+(stat UNDELIV for numbers in ``undeliverable``, DELIVRD otherwise).
+
+Faults (PUT /_sim/faults): latency_ms per PDU; throttle_rate -> submit_sm_resp 0x58
+ESME_RTHROTTLED; error_rate -> 0x08 ESME_RSYSERR; down -> every bind refused (0x0D
+ESME_RBINDFAIL) and the connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import re
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from channels import sms_text
+from channels.smpp import (
+    DEFAULT_PASSWORD,
+    DEFAULT_SYSTEM_ID,
+    ESM_CLASS_DELIVERY_RECEIPT,
+    ESM_CLASS_UDHI,
+    MESSAGE_STATES,
+    TAG_MESSAGE_STATE,
+    TAG_RECEIPTED_MESSAGE_ID,
+    Bind,
+    Command,
+    Pdu,
+    ShortMessage,
+    SmppProtocolError,
+    Status,
+    cstring,
+    format_receipt,
+    read_pdu,
+    split_udh,
+)
+from ops.simulators.base import RECORDER, Recorder, add_inspection_routes
+
+log = logging.getLogger(__name__)
+
+_BIND_RESPONSES = {
+    Command.BIND_TRANSMITTER: (Command.BIND_TRANSMITTER_RESP, "transmitter"),
+    Command.BIND_RECEIVER: (Command.BIND_RECEIVER_RESP, "receiver"),
+    Command.BIND_TRANSCEIVER: (Command.BIND_TRANSCEIVER_RESP, "transceiver"),
+}
+_ADDRESS = re.compile(r"[0-9]{1,20}")
+_SUPPORTED_CODINGS = {0x00, 0x01, 0x03, 0x08}
+
+
+@dataclass(eq=False)  # sessions are kept in a set, by identity
+class _Session:
+    writer: asyncio.StreamWriter
+    system_id: str = ""
+    mode: str = ""  # transmitter / receiver / transceiver, "" while unbound
+    sequence: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def can_submit(self) -> bool:
+        return self.mode in ("transmitter", "transceiver")
+
+    @property
+    def can_receive(self) -> bool:
+        return self.mode in ("receiver", "transceiver")
+
+    async def send(self, pdu: Pdu) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(pdu.encode())
+            with contextlib.suppress(ConnectionError):
+                await self.writer.drain()
+
+
+class SmppSimulator:
+    """The SMSC: ``await start(host, port, inspect_port)``, then ``port`` and ``inspect_port`` are bound."""
+
+    def __init__(self, recorder: Recorder | None = None, *, system_id: str = DEFAULT_SYSTEM_ID,
+                 password: str = DEFAULT_PASSWORD, receipt_delay: float = 0.05,
+                 undeliverable: set[str] | None = None) -> None:
+        self.recorder = recorder or Recorder("smpp")
+        self.accounts = {system_id: password}
+        self.receipt_delay = receipt_delay
+        self.undeliverable = set(undeliverable or ())
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.inspect_port = 0
+        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._sessions: set[_Session] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._message_ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(3).upper()  # ids stay unique across restarts, as an SMSC's do
+        self._partial: dict[tuple[str, str, str, int, int], dict[int, str]] = {}
+        self.pdu_counts: Counter[str] = Counter()  # requests received by command name, accepted or not
+
+    @property
+    def submit_count(self) -> int:
+        """submit_sm PDUs received, accepted or not (a test's "nothing was sent")."""
+        return self.pdu_counts["submit_sm"]
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, inspect_port: int = 0) -> None:
+        """Listen for SMPP on ``port`` and serve the inspection API on ``inspect_port`` (0: any free port)."""
+        self.host = host
+        self._server = await asyncio.start_server(self._serve, host, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        app = web.Application()
+        app[RECORDER] = self.recorder
+        add_inspection_routes(app, self.recorder)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, inspect_port)
+        await site.start()
+        self.inspect_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for session in list(self._sessions):
+            session.writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = _Session(writer)
+        self._sessions.add(session)
+        try:
+            while True:
+                pdu = await read_pdu(reader)
+                if not await self._handle(session, pdu):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, SmppProtocolError):
+            pass
+        finally:
+            self._sessions.discard(session)
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _handle(self, session: _Session, pdu: Pdu) -> bool:
+        """Answer one PDU; False to close the connection."""
+        command = pdu.command_id
+        if not pdu.is_response:
+            with contextlib.suppress(ValueError):
+                self.pdu_counts[Command(command).name.lower()] += 1
+        if command in _BIND_RESPONSES:
+            await self.recorder.delay()
+            return await self._bind(session, pdu)
+        if command == Command.SUBMIT_SM:
+            # Each submit_sm is answered on its own, so a client's window of PDUs overlaps the latency.
+            self._spawn(self._submit(session, pdu))
+            return True
+        if command == Command.ENQUIRE_LINK:
+            await session.send(Pdu(Command.ENQUIRE_LINK_RESP, 0, pdu.sequence))
+            return True
+        if command == Command.UNBIND:
+            await session.send(Pdu(Command.UNBIND_RESP, 0, pdu.sequence))
+            session.mode = ""
+            return False
+        if pdu.is_response:  # deliver_sm_resp, enquire_link_resp, generic_nack: nothing to answer
+            return True
+        await session.send(Pdu(Command.GENERIC_NACK, Status.ESME_RINVCMDID, pdu.sequence))
+        return True
+
+    async def _bind(self, session: _Session, pdu: Pdu) -> bool:
+        response_id, mode = _BIND_RESPONSES[Command(pdu.command_id)]
+        try:
+            bind = Bind.decode(pdu.body)
+        except SmppProtocolError:
+            await session.send(Pdu(response_id, Status.ESME_RINVCMDLEN, pdu.sequence))
+            return True
+        if self.recorder.faults.down:
+            await session.send(Pdu(response_id, Status.ESME_RBINDFAIL, pdu.sequence))
+            return False
+        if session.mode:
+            status = Status.ESME_RALYBND
+        elif bind.system_id not in self.accounts:
+            status = Status.ESME_RINVSYSID
+        elif self.accounts[bind.system_id] != bind.password:
+            status = Status.ESME_RINVPASWD
+        else:
+            status = Status.ESME_ROK
+        body = cstring("SZSIMSMSC") if status == Status.ESME_ROK else b""
+        await session.send(Pdu(response_id, status, pdu.sequence, body))
+        if status == Status.ESME_ROK:
+            session.system_id, session.mode = bind.system_id, mode
+        return True
+
+    async def _submit(self, session: _Session, pdu: Pdu) -> None:
+        await self.recorder.delay()
+
+        async def answer(status: int, message_id: str = "") -> None:
+            body = cstring(message_id) if status == Status.ESME_ROK else b""
+            await session.send(Pdu(Command.SUBMIT_SM_RESP, status, pdu.sequence, body))
+
+        if not session.can_submit:
+            return await answer(Status.ESME_RINVBNDSTS)
+        try:
+            sm = ShortMessage.decode(pdu.body)
+        except SmppProtocolError:
+            return await answer(Status.ESME_RINVCMDLEN)
+        faults = self.recorder.faults
+        if self.recorder.roll(faults.throttle_rate):
+            return await answer(Status.ESME_RTHROTTLED)
+        if self.recorder.roll(faults.error_rate):
+            return await answer(Status.ESME_RSYSERR)
+        if not _ADDRESS.fullmatch(sm.destination_addr):
+            return await answer(Status.ESME_RINVDSTADR)
+        if not sm.source_addr or len(sm.source_addr) > 20:
+            return await answer(Status.ESME_RINVSRCADR)
+        if sm.data_coding not in _SUPPORTED_CODINGS:
+            return await answer(Status.ESME_RINVOPTPARAMVAL)
+        concat = None
+        payload = sm.short_message
+        if sm.esm_class & ESM_CLASS_UDHI:
+            try:
+                concat, payload = split_udh(sm.short_message)
+            except SmppProtocolError:
+                return await answer(Status.ESME_RINVESMCLASS)
+        text = sms_text.decode(sm.data_coding, payload)
+        message_id = f"{self._id_prefix}{next(self._message_ids):08X}"
+        full_text: str | None = text
+        if concat is not None and concat.total > 1:
+            key = (session.system_id, sm.source_addr, sm.destination_addr, concat.reference, concat.total)
+            parts = self._partial.setdefault(key, {})
+            parts[concat.number] = text
+            full_text = None
+            if len(parts) == concat.total:
+                full_text = "".join(parts[n] for n in sorted(parts))
+                del self._partial[key]
+        await answer(Status.ESME_ROK, message_id)
+        self.recorder.record(
+            "submit_sm", system_id=session.system_id, source=sm.source_addr, destination=sm.destination_addr,
+            data_coding=sm.data_coding, esm_class=sm.esm_class, registered_delivery=sm.registered_delivery,
+            text=text, full_text=full_text, part=concat.number if concat else 1, parts=concat.total if concat else 1,
+            reference=concat.reference if concat else None, message_id=message_id)
+        if sm.registered_delivery & 0x03:
+            stat = "UNDELIV" if sm.destination_addr in self.undeliverable else "DELIVRD"
+            if stat != "DELIVRD" or sm.registered_delivery & 0x03 == 1:
+                self._spawn(self._receipt(session.system_id, sm, message_id, stat, text))
+
+    async def _receipt(self, system_id: str, sm: ShortMessage, message_id: str, stat: str, text: str) -> None:
+        submitted = time.strftime("%y%m%d%H%M")
+        await asyncio.sleep(self.receipt_delay)
+        target = next((s for s in self._sessions if s.system_id == system_id and s.can_receive), None)
+        if target is None:
+            return  # a real SMSC would queue it; the simulator drops it
+        error = 0 if stat == "DELIVRD" else 1
+        receipt = ShortMessage(
+            source_addr=sm.destination_addr, destination_addr=sm.source_addr, source_addr_ton=sm.dest_addr_ton,
+            source_addr_npi=sm.dest_addr_npi, dest_addr_ton=sm.source_addr_ton, dest_addr_npi=sm.source_addr_npi,
+            esm_class=ESM_CLASS_DELIVERY_RECEIPT, data_coding=0,
+            short_message=format_receipt(message_id, stat, error, submitted, time.strftime("%y%m%d%H%M"),
+                                         text if sm.data_coding != 0x08 else ""),
+            tlvs={TAG_RECEIPTED_MESSAGE_ID: cstring(message_id), TAG_MESSAGE_STATE: bytes((MESSAGE_STATES[stat],))})
+        await target.send(Pdu(Command.DELIVER_SM, 0, next(target.sequence), receipt.encode()))
+        self.recorder.record("deliver_sm", system_id=system_id, message_id=message_id,
+                             destination=sm.destination_addr, stat=stat, err=error)

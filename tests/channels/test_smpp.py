@@ -1,0 +1,346 @@
+"""The sms channel over SMPP 3.4 against the SMSC simulator, and the simulator against smpplib."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from typing import Any
+
+import pytest
+import smpplib.client
+import smpplib.consts
+import smpplib.gsm
+
+from broadcast import keys
+from broadcast.errors import InvalidInput, TransientDeliveryError
+from channels.base import ChannelContext, DeliveryStatus, Recipient
+from channels.smpp import DEFAULT_PASSWORD, DEFAULT_SYSTEM_ID, SmppProvider
+from channels.sms import SmsAdapter, phone_problem
+from channels.sms_text import segments
+from ops.simulators.smpp import SmppSimulator
+from tests.conftest import sample_message
+
+
+@pytest.fixture
+async def smsc():  # type: ignore[no-untyped-def]
+    simulator = SmppSimulator(receipt_delay=0.02, undeliverable={"8613900000009"})
+    await simulator.start("127.0.0.1", 0, 0)
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
+
+
+def context_for(base: ChannelContext, port: int, *options: str) -> ChannelContext:
+    settings = base.settings.with_overrides(
+        channel_options=("sms.smpp_host=127.0.0.1", f"sms.smpp_port={port}", *options))
+    return ChannelContext(settings, base.http, base.redis)
+
+
+async def inspect(base: ChannelContext, simulator: SmppSimulator, kind: str = "submit_sm") -> list[dict[str, Any]]:
+    """What the simulator recorded, read through its HTTP inspection API."""
+    url = f"http://127.0.0.1:{simulator.inspect_port}/_sim/messages"
+    async with base.http.get(url, params={"kind": kind}) as response:
+        assert response.status == 200
+        return (await response.json())["messages"]
+
+
+async def set_faults(base: ChannelContext, simulator: SmppSimulator, **faults: Any) -> None:
+    async with base.http.put(f"http://127.0.0.1:{simulator.inspect_port}/_sim/faults", json=faults) as response:
+        assert response.status == 200
+
+
+def mobiles(count: int, start: int = 0, language: str = "zh-CN") -> list[Recipient]:
+    return [Recipient(id=f"{language}-{i}", address=f"+86138{i:08d}", language=language)
+            for i in range(start, start + count)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_zh_and_en_to_many_recipients_with_a_window(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
+    message = sample_message("sms")
+    zh_body, en_body = message.texts["zh-CN"].body, message.texts["en"].body
+    zh_parts, en_parts = segments(zh_body), segments(en_body)
+    assert len(zh_parts) >= 3 and len(en_parts) >= 3  # the sample is long enough to concatenate
+    batch = mobiles(25, 0, "zh-CN") + mobiles(25, 100, "en")
+    await set_faults(channel_context, smsc, latency_ms=40)
+    adapter = SmsAdapter(context_for(channel_context, smsc.port, "sms.window=16"))
+    assert adapter.endpoint() == f"smpp://{DEFAULT_SYSTEM_ID}@127.0.0.1:{smsc.port}"
+    started = time.monotonic()
+    try:
+        results = await adapter.send(message, batch)
+    finally:
+        await adapter.aclose()
+    elapsed = time.monotonic() - started
+    pdus = 25 * len(zh_parts) + 25 * len(en_parts)
+    # One PDU at a time would take pdus * 40 ms; a window of 16 overlaps them.
+    assert elapsed < pdus * 0.040 / 3, elapsed
+
+    assert [r.recipient_id for r in results] == [r.id for r in batch]
+    assert all(r.status == DeliveryStatus.ACCEPTED for r in results), results
+    recorded = await inspect(channel_context, smsc)
+    assert len(recorded) == pdus
+    by_destination: dict[str, list[dict[str, Any]]] = {}
+    for entry in recorded:
+        by_destination.setdefault(entry["destination"], []).append(entry)
+    for recipient, result in zip(batch, results, strict=True):
+        entries = sorted(by_destination[recipient.address.removeprefix("+")], key=lambda e: e["part"])
+        zh = recipient.language == "zh-CN"
+        expected_parts = zh_parts if zh else en_parts
+        assert [e["text"] for e in entries] == expected_parts
+        assert {e["data_coding"] for e in entries} == {8 if zh else 0}
+        assert {e["esm_class"] for e in entries} == {0x40}
+        assert {e["parts"] for e in entries} == {len(expected_parts)}
+        assert len({e["reference"] for e in entries}) == 1
+        assert {e["registered_delivery"] for e in entries} == {1}
+        assert {e["source"] for e in entries} == {"12379"}
+        complete = [e["full_text"] for e in entries if e["full_text"] is not None]
+        assert complete == [zh_body if zh else en_body]
+        assert result.provider_ref == entries[0]["message_id"]
+
+
+async def test_a_short_text_is_one_plain_submit_sm(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
+    provider = SmppProvider(context_for(channel_context, smsc.port))
+    try:
+        results = await provider.send_texts([(mobiles(1)[0], "Price €5 [test]"), (mobiles(1, 1)[0], "暴雨" * 35)])
+    finally:
+        await provider.aclose()
+    assert [r.status for r in results] == [DeliveryStatus.ACCEPTED] * 2
+    first, second = sorted(await inspect(channel_context, smsc), key=lambda e: e["destination"])
+    assert (first["text"], first["full_text"], first["data_coding"], first["esm_class"]) == \
+        ("Price €5 [test]", "Price €5 [test]", 0, 0)
+    assert (second["full_text"], second["data_coding"], second["esm_class"], second["parts"]) == \
+        ("暴雨" * 35, 8, 0, 1)
+
+
+async def test_receipts_reach_redis_and_the_callback(channel_context, smsc, redis_client) -> None:  # type: ignore[no-untyped-def]
+    received: list[tuple[str, str, int | None]] = []
+
+    async def on_receipt(ref: str, status: str, error_code: int | None) -> None:
+        received.append((ref, status, error_code))
+
+    context = context_for(channel_context, smsc.port)
+    adapter = SmsAdapter(context, provider=SmppProvider(context, on_receipt=on_receipt))
+    batch = [*mobiles(3), Recipient(id="gone", address="+8613900000009")]
+    try:
+        results = await adapter.send(sample_message("sms"), [Recipient(r.id, r.address, "en") for r in batch])
+        refs = [r.provider_ref for r in results]
+        assert all(refs)
+        redis = channel_context.redis
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if all([await redis.exists(keys.receipt(ref)) for ref in refs]):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await adapter.aclose()
+    for ref in refs[:3]:
+        stored = json.loads(await redis.get(keys.receipt(ref)))
+        assert (stored["status"], stored["provider_status"], stored["error_code"]) == ("delivered", "DELIVRD", 0)
+        assert (stored["provider"], stored["kind"], stored["final"]) == ("smpp", "sms", True)
+        assert stored["to"] in {r.address for r in batch[:3]}
+        assert 0 < await redis.ttl(keys.receipt(ref)) <= keys.RECEIPT_TTL_SECONDS
+    undelivered = json.loads(await redis.get(keys.receipt(refs[3])))
+    assert (undelivered["status"], undelivered["error_code"], undelivered["to"]) == \
+        ("undelivered", 1, "+8613900000009")
+    assert (refs[3], "undelivered", 1) in received
+    assert (refs[0], "delivered", 0) in received
+    # one receipt per part: every part of every message was reported
+    parts = len(segments(sample_message("sms").texts["en"].body))
+    assert len(received) == 4 * parts
+    sent = await inspect(channel_context, smsc, "deliver_sm")
+    assert len(sent) == 4 * parts
+
+
+async def test_throttling_is_throttled_not_failed(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
+    await set_faults(channel_context, smsc, throttle_rate=1.0)
+    adapter = SmsAdapter(context_for(channel_context, smsc.port, "sms.throttle_retry_after=2.5"))
+    try:
+        results = await adapter.send(sample_message("sms"), mobiles(10))
+        assert [r.status for r in results] == [DeliveryStatus.THROTTLED] * 10
+        assert {r.retry_after for r in results} == {2.5}
+        assert all("ESME_RTHROTTLED" in (r.error or "") for r in results)
+        assert await inspect(channel_context, smsc) == []
+
+        await set_faults(channel_context, smsc, throttle_rate=0.5)
+        results = await adapter.send(sample_message("sms"), mobiles(30))
+    finally:
+        await adapter.aclose()
+    statuses = {r.status for r in results}
+    assert statuses == {DeliveryStatus.ACCEPTED, DeliveryStatus.THROTTLED}
+
+
+async def test_system_errors_are_transient(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
+    await set_faults(channel_context, smsc, error_rate=1.0)
+    adapter = SmsAdapter(context_for(channel_context, smsc.port))
+    try:
+        results = await adapter.send(sample_message("sms"), mobiles(3))
+    finally:
+        await adapter.aclose()
+    assert [r.status for r in results] == [DeliveryStatus.TRANSIENT] * 3
+    assert "ESME_RSYSERR" in (results[0].error or "")
+
+
+async def test_invalid_numbers_are_permanent_and_never_sent(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
+    bad = [Recipient("landline", "+8675588889999"), Recipient("short", "+861381234"),
+           Recipient("letters", "+86138abc45678"), Recipient("zero", "+0123456789"),
+           Recipient("too-long", "+1234567890123456")]
+    adapter = SmsAdapter(context_for(channel_context, smsc.port))
+    try:
+        results = await adapter.send(sample_message("sms"), bad)
+        assert [r.status for r in results] == [DeliveryStatus.PERMANENT] * len(bad)
+        assert smsc.submit_count == 0
+        mixed = [bad[0], *mobiles(1), bad[1]]
+        results = await adapter.send(sample_message("sms"), mixed)
+    finally:
+        await adapter.aclose()
+    assert [r.status for r in results] == [DeliveryStatus.PERMANENT, DeliveryStatus.ACCEPTED,
+                                           DeliveryStatus.PERMANENT]
+    assert "mainland China mobile" in (results[0].error or "")
+    assert smsc.submit_count == len(segments(sample_message("sms").texts["zh-CN"].body))
+
+
+async def test_the_provider_option_is_checked(channel_context) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput) as caught:
+        SmsAdapter(context_for(channel_context, 9, "sms.provider=carrier-pigeon"))
+    assert caught.value.field == "sms.provider"
+    with pytest.raises(InvalidInput) as caught:
+        SmsAdapter(context_for(channel_context, 9, "sms.password=far-too-long"))
+    assert caught.value.field == "sms.password"
+
+
+def test_phone_rules() -> None:
+    assert phone_problem("+8613800138000") is None
+    assert phone_problem("8619912345678") is None
+    assert phone_problem("+85291234567") is None  # Hong Kong, 8 digits after the country code
+    assert phone_problem("+4915112345678") is None
+    assert phone_problem("+8612800138000") is not None  # 12x is not a mobile prefix
+    assert phone_problem("+86 138 0013 8000") is not None
+    assert phone_problem("") is not None
+
+
+async def test_the_smsc_rejecting_a_destination_is_permanent(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
+    # An address our check lets through but the SMSC refuses (0x0B) maps to permanent.
+    provider = SmppProvider(context_for(channel_context, smsc.port))
+    try:
+        results = await provider.send_texts([(Recipient("x", "+86 13800138000"), "hello")])
+    finally:
+        await provider.aclose()
+    assert results[0].status == DeliveryStatus.PERMANENT
+    assert "ESME_RINVDSTADR" in (results[0].error or "")
+
+
+@pytest.mark.parametrize(("option", "code"), [("sms.password=wrong", "ESME_RINVPASWD"),
+                                              ("sms.system_id=nobody", "ESME_RINVSYSID")])
+async def test_bad_credentials_raise_transient(channel_context, smsc, option, code) -> None:  # type: ignore[no-untyped-def]
+    adapter = SmsAdapter(context_for(channel_context, smsc.port, option))
+    try:
+        with pytest.raises(TransientDeliveryError, match=code):
+            await adapter.send(sample_message("sms"), mobiles(2))
+    finally:
+        await adapter.aclose()
+    assert smsc.submit_count == 0
+
+
+async def test_a_down_smsc_refuses_the_bind(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
+    await set_faults(channel_context, smsc, down=True)
+    adapter = SmsAdapter(context_for(channel_context, smsc.port))
+    try:
+        with pytest.raises(TransientDeliveryError, match="ESME_RBINDFAIL"):
+            await adapter.send(sample_message("sms"), mobiles(1))
+    finally:
+        await adapter.aclose()
+
+
+async def test_nothing_listening_raises_transient(channel_context) -> None:  # type: ignore[no-untyped-def]
+    adapter = SmsAdapter(context_for(channel_context, free_port(), "sms.connect_timeout=2"))
+    try:
+        with pytest.raises(TransientDeliveryError, match="unreachable"):
+            await adapter.send(sample_message("sms"), mobiles(1))
+    finally:
+        await adapter.aclose()
+
+
+async def test_a_lost_session_is_rebound_on_the_next_send(channel_context) -> None:  # type: ignore[no-untyped-def]
+    simulator = SmppSimulator()
+    await simulator.start()
+    provider = SmppProvider(context_for(channel_context, simulator.port))
+    try:
+        first = await provider.send_texts([(mobiles(1)[0], "one")])
+        port = simulator.port
+        await simulator.stop()
+        simulator = SmppSimulator()
+        await simulator.start(port=port)
+        second = await provider.send_texts([(mobiles(1)[0], "two")])
+    finally:
+        await provider.aclose()
+        await simulator.stop()
+    assert first[0].status == second[0].status == DeliveryStatus.ACCEPTED
+    assert [m["text"] for m in simulator.recorder.messages("submit_sm")] == ["two"]
+
+
+async def test_keepalive_and_unbind(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
+    provider = SmppProvider(context_for(channel_context, smsc.port, "sms.enquire_link_interval=0.05"))
+    try:
+        await provider.send_texts([(mobiles(1)[0], "one")])
+        await asyncio.sleep(0.4)
+        assert smsc.pdu_counts["enquire_link"] >= 4
+        assert smsc.pdu_counts["unbind"] == 0
+        second = await provider.send_texts([(mobiles(1)[0], "two")])
+        assert second[0].status == DeliveryStatus.ACCEPTED
+        assert smsc.pdu_counts["bind_transceiver"] == 1  # the same session all along
+    finally:
+        await provider.aclose()
+    assert smsc.pdu_counts["unbind"] == 1
+
+
+def _smpplib_session(port: int, text: str, destination: str) -> tuple[list[Any], list[Any]]:
+    """An independent SMPP client (smpplib, blocking): bind, submit ``text`` in parts, collect receipts."""
+    client = smpplib.client.Client("127.0.0.1", port, timeout=5, allow_unknown_opt_params=True)
+    responses: list[Any] = []
+    receipts: list[Any] = []
+    client.set_message_sent_handler(lambda pdu: responses.append(pdu))
+    client.set_message_received_handler(lambda pdu: receipts.append(pdu))
+    client.connect()
+    try:
+        client.bind_transceiver(system_id=DEFAULT_SYSTEM_ID, password=DEFAULT_PASSWORD)
+        parts, coding, esm_class = smpplib.gsm.make_parts(text)
+        for part in parts:
+            client.send_message(source_addr_ton=smpplib.consts.SMPP_TON_ALNUM, source_addr="SZMB",
+                                dest_addr_ton=smpplib.consts.SMPP_TON_INTL,
+                                dest_addr_npi=smpplib.consts.SMPP_NPI_ISDN, destination_addr=destination,
+                                short_message=part, data_coding=coding, esm_class=esm_class,
+                                registered_delivery=True)
+        deadline = time.monotonic() + 5
+        while (len(responses) < len(parts) or len(receipts) < len(parts)) and time.monotonic() < deadline:
+            client.read_once(auto_send_enquire_link=False)
+        client.unbind()
+    finally:
+        client.disconnect()
+    return responses, receipts
+
+
+@pytest.mark.parametrize("text", ["深圳市气象台发布暴雨红色预警信号，请立即到安全场所避险。" * 4,
+                                  "Rainstorm red warning: take shelter now. " * 6,
+                                  "短信测试"])
+async def test_smpplib_interoperates_with_the_simulator(smsc, text) -> None:  # type: ignore[no-untyped-def]
+    responses, receipts = await asyncio.to_thread(_smpplib_session, smsc.port, text, "8613800138000")
+    recorded = smsc.recorder.messages("submit_sm")
+    assert len(responses) == len(recorded) == len(receipts) >= 1
+    assert all(r.status == 0 for r in responses)
+    ids = sorted(r.message_id.decode() for r in responses)
+    assert ids == sorted(m["message_id"] for m in recorded)
+    assert {m["destination"] for m in recorded} == {"8613800138000"}
+    assert {m["source"] for m in recorded} == {"SZMB"}
+    assert {m["data_coding"] for m in recorded} == {0 if text.isascii() else 8}
+    assert [m["full_text"] for m in recorded if m["full_text"] is not None] == [text]
+    # smpplib parsed our deliver_sm receipts
+    assert sorted(r.receipted_message_id.decode() for r in receipts) == ids
+    assert all(b"stat:DELIVRD" in r.short_message for r in receipts)
+    assert all(r.esm_class == 0x04 for r in receipts)
