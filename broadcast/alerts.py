@@ -260,18 +260,19 @@ class AlertService:
     def preview(self, actor: Actor, alert_id: str) -> tuple[AlertRecord, dict[str, list[Fit]]]:
         """Every channel's rendering of the alert, and whether it fits (the record, channel -> fits)."""
         record = self.get(actor, alert_id)
-        return record, preview(record.alert, record.id, None, signal=self.signal_of(record), settings=self.settings)
+        return record, preview(record.alert, None, signal=self.signal_of(record), settings=self.settings)
 
     def _channel_findings(self, record: AlertRecord) -> list[Finding]:
         selected = (record.composition or {}).get("channels") or None
-        fits = preview(record.alert, record.id, selected, signal=self.signal_of(record), settings=self.settings)
+        fits = preview(record.alert, selected, signal=self.signal_of(record), settings=self.settings)
         return [Finding("does_not_fit", f"channels.{fit.channel}",
-                        f"the {fit.language} text for {fit.channel} takes {fit.count} {fit.unit}; "
-                        f"at most {fit.limit} fit") for fits_ in fits.values() for fit in fits_ if not fit.fits]
+                        fit.note or f"the {fit.language} text for {fit.channel} takes {fit.count} {fit.unit}; "
+                                    f"at most {fit.limit} fit")
+                for fits_ in fits.values() for fit in fits_ if not fit.fits]
 
     def submit(self, actor: Actor, alert_id: str) -> AlertRecord:
         def decide(record: AlertRecord, _: dict[str, AlertRecord]) -> Change[AlertRecord]:
-            findings = [*self._findings(record.alert), *self._channel_findings(record)]
+            findings = list(self._findings(record.alert)) or self._channel_findings(record)
             submitted = workflow.submit(record, actor.user, findings, self.now())
             entry = self._entry(actor, "submit", alert_id=record.id, from_state=record.state.value,
                                 to_state=submitted.state.value)

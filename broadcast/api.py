@@ -17,7 +17,7 @@ import redis
 import shapely.geometry
 from aiohttp import web
 
-from broadcast import cap
+from broadcast import cap, feed
 from broadcast.alerts import Actor, AlertService
 from broadcast.errors import BroadcastError, InvalidInput, MalformedInput, PayloadTooLarge, Unauthenticated
 from broadcast.openapi import openapi_document
@@ -25,6 +25,8 @@ from broadcast.records import AlertRecord
 from broadcast.settings import Settings
 from broadcast.signals import load_catalogue
 from broadcast.users import Permission, User, UserDirectory
+from channels import twilio_callbacks
+from channels.twilio import callback_auth_token
 from geotarget.gazetteer import Level, Unit
 from geotarget.registry import RegistryStore, TargetCache
 from geotarget.resolve import resolve_request
@@ -304,6 +306,10 @@ def create_app(settings: Settings) -> web.Application:
         client.close()
 
     app.cleanup_ctx.append(redis_ctx)
+    twilio_callbacks.add_routes(app, auth_token_for=lambda: callback_auth_token(settings),
+                                public_base_url=settings.public_url)
+    app.cleanup_ctx.append(twilio_callbacks.redis_ctx(settings.effective_redis_url))
+    feed.add_routes(app, REDIS, base_url=settings.public_url)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/api/signals", list_signals)

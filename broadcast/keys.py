@@ -76,3 +76,13 @@ def receipt(provider_ref: str) -> str:
 
 
 RECEIPT_TTL_SECONDS = 7 * 86400
+
+
+# Hash: recipient id -> JSON acknowledgement (channel, call_sid, digits, to, time) of one alert;
+# the first acknowledgement of a recipient is kept. Written by the Twilio voice callback;
+# kept ACK_TTL_SECONDS after the last acknowledgement.
+def acknowledgements(alert_id: str) -> str:
+    return f"{PREFIX}ack:{alert_id}"
+
+
+ACK_TTL_SECONDS = 30 * 86400

@@ -254,6 +254,24 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "/api/alerts/{id}/preview": {"parameters": ID, "get": _op(
             "every channel's rendered text per language, its length, SMS segments or CBS pages, and whether it fits",
             "any", 200, {"type": "object"}, 404)},
+        "/api/callbacks/twilio/status": {"post": {
+            "summary": "Twilio status callback (form-encoded) -> delivery receipt", "security": [],
+            "description": "No bearer token: checked by X-Twilio-Signature instead.",
+            "responses": {"204": {"description": "recorded"}, "403": {"description": "bad signature"}}}},
+        "/api/callbacks/twilio/voice": {"post": {
+            "summary": "Twilio <Gather> keypress (Digits=1 acknowledges); answers TwiML", "security": [],
+            "description": "No bearer token: checked by X-Twilio-Signature instead.",
+            "responses": {"200": {"description": "TwiML"}, "403": {"description": "bad signature"}}}},
+        "/feed/cap.atom": {"get": {
+            "summary": "public Atom feed of active CAP alerts (ETag / If-None-Match; ?lang=en)", "security": [],
+            "responses": {"200": {"description": "Atom 1.0",
+                                  "content": {"application/atom+xml": {"schema": STRING}}},
+                          "304": {"description": "not modified"}}}},
+        "/feed/cap/{alert_id}.xml": {"get": {
+            "summary": "one active alert's CAP XML (public)", "security": [],
+            "parameters": [{"name": "alert_id", "in": "path", "required": True, "schema": STRING}],
+            "responses": {"200": {"description": "CAP 1.2", "content": {"application/cap+xml": {"schema": STRING}}},
+                          "304": {"description": "not modified"}, "404": {"description": "not in the feed"}}}},
         "/api/alerts/{id}/audit": {"parameters": ID, "get": _op(
             "the alert's append-only audit trail", "forecaster, approver, ops, admin", 200,
             {"type": "object", "properties": {"entries": {"type": "array", "items": _ref("AuditEntry")}}}, 403, 404)},

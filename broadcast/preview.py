@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import channels  # noqa: F401 - registers every adapter
-from broadcast.cap import to_xml
+from broadcast.errors import InvalidInput
 from broadcast.model import Alert
-from broadcast.render import build_message
+from broadcast.render import render
 from broadcast.settings import Settings
 from broadcast.signals import Signal
 from channels import sms_text
@@ -35,10 +35,13 @@ class Fit:
     limit: int | None
     fits: bool
     encoding: str | None = None
+    note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        doc = {"body": self.body, "length": self.length, self.unit: self.count, "limit": self.limit,
-               "fits": self.fits}
+        doc: dict[str, Any] = {"body": self.body, "length": self.length, self.unit: self.count, "limit": self.limit,
+                               "fits": self.fits}
+        if self.note is not None:
+            doc["note"] = self.note
         if self.subject is not None:
             doc["subject"] = self.subject
         if self.encoding is not None:
@@ -57,18 +60,24 @@ def measure(channel: str, language: str, body: str, subject: str | None, setting
         return Fit(channel, language, body, subject, len(body), "pages", length.pages, length.max_pages,
                    length.fits, length.encoding)
     limit = capabilities.max_length
-    return Fit(channel, language, body, subject, len(body), "characters", len(body), limit,
-               limit is None or len(body) <= limit)
+    length = getattr(registered()[channel], "text_length", len)(body)
+    return Fit(channel, language, body, subject, len(body), "characters", length, limit,
+               limit is None or length <= limit)
 
 
-def preview(alert: Alert, alert_id: str, selected: list[str] | None, *, signal: Signal | None,
+def preview(alert: Alert, selected: list[str] | None, *, signal: Signal | None,
             settings: Settings) -> dict[str, list[Fit]]:
     """Every channel's rendering of ``alert`` in each of its languages (all channels when ``selected`` is None)."""
     names = list(registered()) if selected is None else selected
-    cap_xml = to_xml(alert)
     result = {}
     for name in names:
-        message = build_message(name, alert_id, alert, signal=signal, timezone=settings.timezone, cap_xml=cap_xml)
-        result[name] = [measure(name, language, text.body, text.subject, settings)
-                        for language, text in message.texts.items()]
+        fits = []
+        for info in alert.infos:
+            try:
+                text = render(name, alert, info.language, signal=signal, timezone=settings.timezone)
+            except InvalidInput as err:  # no template in this language: it cannot go out on this channel
+                fits.append(Fit(name, info.language, "", None, 0, "characters", 0, 0, False, note=err.message))
+                continue
+            fits.append(measure(name, info.language, text.body, text.subject, settings))
+        result[name] = fits
     return result

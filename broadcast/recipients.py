@@ -4,18 +4,18 @@ One function yields the recipients of one channel, lazily and in a stable order,
 planner can stream 17.8 million subscribers in batches without holding them all, and a
 smoke test can take the first few. Subscribers come from the columnar registry (their
 opt-ins and addresses); cells, screens, loudspeakers and stations from the facility
-registry; webhook partners from Redis; Weibo and the CAP feed have one recipient each.
+registry; webhook partners (read from Redis by the caller); Weibo and the CAP feed have one recipient each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
-import redis
 from shapely.geometry.base import BaseGeometry
 
 from channels.base import Recipient
+from channels.webhook import Partner, partner_recipient
 from geotarget.registry import Targets
 from geotarget.subscribers import Channel
 
@@ -53,7 +53,7 @@ def subscriber_recipients(channel: str, area: BaseGeometry, targets: Targets) ->
 
 
 def recipients_for(channel: str, area: BaseGeometry, targets: Targets, *,
-                   redis_client: redis.Redis | None = None) -> Iterator[Recipient]:
+                   partners: Sequence[Partner] = ()) -> Iterator[Recipient]:
     """Every recipient of ``channel`` for an alert covering ``area`` (already clipped to the city)."""
     if channel in SUBSCRIBER_CHANNELS:
         yield from subscriber_recipients(channel, area, targets)
@@ -80,11 +80,10 @@ def recipients_for(channel: str, area: BaseGeometry, targets: Targets, *,
         for station in facilities.stations_intersecting(area):
             if station.kind.value == channel:
                 yield Recipient(station.id, station.id, attributes={"name": station.name})
-    elif channel == "webhook" and redis_client is not None:
-        from channels.webhook import list_partners
-
-        for partner in list_partners(redis_client):
-            yield Recipient(partner.id, partner.url)
+    elif channel == "webhook":
+        # Every partner: the adapter applies each partner's filters and reports "suppressed".
+        for partner in partners:
+            yield partner_recipient(partner)
     elif channel == "weibo":
         yield BUREAU_ACCOUNT
     elif channel == "cap_feed":

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
-import redis
 import redis.asyncio
 import shapely
 
@@ -26,6 +25,7 @@ from broadcast.render import build_message
 from broadcast.settings import Settings
 from broadcast.signals import Signal
 from channels.base import ChannelContext, DeliveryResult, DeliveryStatus, adapter_class
+from channels.webhook import list_partners
 from geotarget.areas import area_shape
 from geotarget.registry import Targets
 
@@ -57,15 +57,14 @@ async def send_sample(record: AlertRecord, channel_names: Sequence[str], *, sign
               if (s := area_shape(a, targets.gazetteer)) is not None]
     area = shapely.union_all(shapes) if shapes else shapely.Polygon()
     cap_xml = to_xml(record.alert)
-    sync_redis = redis.Redis.from_url(redis_url)
     outcomes = []
     async with aiohttp.ClientSession() as http:
         async_redis = redis.asyncio.Redis.from_url(redis_url)
         context = ChannelContext(settings, http, async_redis)
         try:
+            partners = await list_partners(async_redis) if "webhook" in classes else []
             for name, cls in classes.items():
-                recipients = list(itertools.islice(recipients_for(name, area, targets, redis_client=sync_redis),
-                                                   limit))
+                recipients = list(itertools.islice(recipients_for(name, area, targets, partners=partners), limit))
                 message = build_message(name, record.id, record.alert, signal=signal, timezone=settings.timezone,
                                         cap_xml=cap_xml)
                 adapter = cls(context)
@@ -78,5 +77,4 @@ async def send_sample(record: AlertRecord, channel_names: Sequence[str], *, sign
                     await adapter.aclose()
         finally:
             await async_redis.aclose()
-            sync_redis.close()
     return outcomes

@@ -33,6 +33,7 @@ class DeliveryStatus(StrEnum):
     TRANSIENT = "transient"  # failed this time; retry with backoff
     PERMANENT = "permanent"  # will never work (bad address, rejected content): record and move on
     THROTTLED = "throttled"  # the provider asked us to slow down; retry, and not counted as failed
+    SUPPRESSED = "suppressed"  # not sent on purpose (a partner's filters exclude the alert); not a failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,10 @@ class DeliveryResult:
         return cls(recipient.id, DeliveryStatus.PERMANENT, error=error)
 
     @classmethod
+    def suppressed(cls, recipient: Recipient, reason: str) -> DeliveryResult:
+        return cls(recipient.id, DeliveryStatus.SUPPRESSED, error=reason)
+
+    @classmethod
     def transient(cls, recipient: Recipient, error: str, retry_after: float | None = None) -> DeliveryResult:
         return cls(recipient.id, DeliveryStatus.TRANSIENT, error=error, retry_after=retry_after)
 
@@ -144,6 +149,9 @@ class ChannelAdapter(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+    # Optional: an adapter class may define ``text_length(text) -> int`` when the provider counts
+    # length its own way (Weibo counts two ASCII characters as one); the preview uses it.
 
     def endpoint(self) -> str:
         """Where this adapter is configured to send (for ``broadcast channels``)."""

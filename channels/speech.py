@@ -191,5 +191,5 @@ def cap_resource(wav: bytes, desc: str, uri: str | None = None) -> Resource:
         size=len(wav),
         uri=uri,
         deref_uri=None if uri is not None else base64.b64encode(wav).decode("ascii"),
-        digest=hashlib.sha1(wav).hexdigest(),  # noqa: S324 - CAP 1.2 prescribes SHA-1 for <digest>
+        digest=hashlib.sha1(wav).hexdigest(),  # CAP 1.2 prescribes SHA-1 for <digest>
     )

@@ -48,14 +48,8 @@ _AUTH_TOKEN_FOR = web.AppKey("twilio_auth_token_for", Callable[[], str])  # type
 _PUBLIC_BASE_URL = web.AppKey("twilio_public_base_url", str)
 
 
-# Hash: recipient id -> JSON acknowledgement (channel, call_sid, digits, to, time) of one alert;
-# the first acknowledgement of a recipient is kept. To move to broadcast/keys.py as
-# ``acknowledgements(alert_id)``; kept ACK_TTL_SECONDS after the last acknowledgement.
-def acknowledgements(alert_id: str) -> str:
-    return f"{keys.PREFIX}ack:{alert_id}"
-
-
-ACK_TTL_SECONDS = 30 * 86400
+acknowledgements = keys.acknowledgements
+ACK_TTL_SECONDS = keys.ACK_TTL_SECONDS
 
 # How far along a message or call is; a receipt is only replaced by one at the same rank or later.
 STATUS_RANK: dict[str, int] = {

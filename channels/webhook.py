@@ -31,9 +31,9 @@ retried here a few times with exponential backoff and jitter (tenacity), then re
 Each partner is an independent endpoint, so one partner being down is a ``transient``
 result for that partner only; the batch is raised as a whole
 (:class:`~broadcast.errors.TransientDeliveryError`) only when the partner registry in
-Redis cannot be read. A partner whose filters do not match the alert gets ``permanent``
-with an error starting ``"filtered:"`` (see the report: a SUPPRESSED status would say this
-better). Partners are posted to concurrently.
+Redis cannot be read. A partner whose filters do not match the alert gets ``suppressed``
+(not sent on purpose, not a failure) with a reason starting ``"filtered:"``. Partners are
+posted to concurrently.
 """
 
 from __future__ import annotations
@@ -399,7 +399,7 @@ class WebhookAdapter:
             return DeliveryResult.permanent(recipient, f"no webhook partner {recipient.id!r} is registered")
         reason = filter_reason(partner, message)
         if reason:
-            return DeliveryResult.permanent(recipient, reason)
+            return DeliveryResult.suppressed(recipient, reason)
         delivery = delivery_id(message.alert_id, partner.id)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.config.attempts),

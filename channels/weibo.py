@@ -6,11 +6,12 @@ Wire format (Weibo open API, form-encoded; errors ``{"error", "error_code", "req
          -> {"access_token", "expires_in", "uid"}  (only when no token is configured)
     POST {url}/2/statuses/share.json  access_token, status -> {"id", "idstr", "text", "created_at"}
 
-The only recipient is the bureau's own account (``weibo.account``, its uid): one
-recipient per alert, whose language chooses the template (``templates/weibo/``). The
-post's text is the template's body followed by a link to the alert on the bureau's site
-(``weibo.link`` + ``?id=<identifier>``), which must lie on the app's safe domain, as
-share.json requires.
+The only recipient is the bureau's own account (``weibo.account``, its uid, or the alias
+``bureau`` that broadcast/recipients.py yields): one recipient per alert, whose language
+chooses the template (``templates/weibo/``). The post's text is the template's body
+followed by a link to the alert on the bureau's site (``weibo.link`` + ``?id=<identifier>``),
+which must lie on the app's safe domain, as share.json requires. Updates and cancellations
+are new posts whose text says what they are (the template's 【更新】/【解除】).
 
 Length: share.json takes at most 140 characters, Weibo counting a CJK or full-width
 character as one and an ASCII character as half (:func:`weibo_length`). The 2000-character
@@ -65,6 +66,7 @@ THROTTLE_ERRORS = frozenset({10022, 10023, 10024, 20016})
 BUSY_ERRORS = frozenset({10001, 10002, 10009, 10010, 10011, 21331})
 ACCOUNT_ERRORS = frozenset({21301, 21324, 21325, 10013, 10014})
 THROTTLE_RETRY_SECONDS = 600.0  # Weibo's limits are counted per hour
+BUREAU_ALIAS = "bureau"  # the address broadcast.recipients gives the bureau account
 
 
 def weibo_length(text: str) -> int:
@@ -140,6 +142,8 @@ class WeiboAdapter:
     name = CHANNEL
     capabilities = Capabilities(max_batch=1, max_length=MAX_LENGTH, segment_rule="none", rate_per_second=1,
                                 supports_receipts=False, supports_ack=False, kind="broadcast")
+    # How the preview counts this channel's length (Weibo's rule, not code points).
+    text_length = staticmethod(weibo_length)
 
     def __init__(self, context: ChannelContext) -> None:
         self.config = WeiboConfig.from_settings(context.settings)
@@ -166,7 +170,7 @@ class WeiboAdapter:
         """
         results = []
         for recipient in batch:
-            if recipient.address != self.config.account:
+            if recipient.address not in (self.config.account, BUREAU_ALIAS):
                 results.append(DeliveryResult.permanent(
                     recipient, f"Weibo posts only on the bureau account {self.config.account}, "
                                f"not {recipient.address!r}"))

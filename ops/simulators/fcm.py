@@ -48,6 +48,8 @@ TOKEN_LIFETIME = 3599
 # Registration tokens of installed demo apps; UNREGISTERED_TOKENS were uninstalled.
 DEVICE_TOKENS = frozenset(f"dSZMB{n:04d}:APA91bH{'x' * 40}{n:04d}" for n in range(1, 9))
 UNREGISTERED_TOKENS = frozenset(f"dSZMB{n:04d}:APA91bH{'u' * 40}{n:04d}" for n in range(1, 3))
+# Without a named set (``broadcast sim``), the demo registry's tokens (32 hex digits) are installed apps too.
+DEMO_TOKEN = re.compile(r"^[0-9a-f]{32}$")
 _TOPIC = re.compile(r"^[a-zA-Z0-9\-_.~%]{1,900}$")
 _TTL = re.compile(r"^\d+(\.\d{1,9})?s$")
 _FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -68,7 +70,7 @@ def _google_error(code: int, status: str, message: str, *, fcm_code: str | None 
 
 
 def create_app(recorder: Recorder | None = None, *, project: str = PROJECT, client_id: str = CLIENT_ID,
-               client_secret: str = CLIENT_SECRET, device_tokens: Iterable[str] = DEVICE_TOKENS,
+               client_secret: str = CLIENT_SECRET, device_tokens: Iterable[str] | None = None,
                unregistered: Iterable[str] = UNREGISTERED_TOKENS) -> web.Application:
     """The FCM simulator app (see the module docstring).
 
@@ -76,10 +78,11 @@ def create_app(recorder: Recorder | None = None, *, project: str = PROJECT, clie
         recorder: where messages and token requests are recorded.
         project: the Firebase project the service account may send for.
         client_id: the service account's id; ``client_secret`` its secret.
-        device_tokens: registration tokens of installed apps (any topic name is accepted).
+        device_tokens: registration tokens of installed apps (any topic name is accepted). None:
+            DEVICE_TOKENS and any token of the demo registry's form (see DEMO_TOKEN).
         unregistered: tokens of uninstalled apps (404 UNREGISTERED); any other token is 400.
     """
-    known = frozenset(device_tokens)
+    known = frozenset(device_tokens) if device_tokens is not None else None
     gone = frozenset(unregistered)
     access: dict[str, float] = {}  # access token -> expiry (epoch seconds)
     ids = itertools.count(1_700_000_000_000_001)
@@ -140,7 +143,9 @@ def create_app(recorder: Recorder | None = None, *, project: str = PROJECT, clie
                 if target in gone:
                     return _google_error(404, "NOT_FOUND", "Requested entity was not found.",
                                          fcm_code="UNREGISTERED")
-                if target not in known:
+                installed = (target in known if known is not None
+                             else target in DEVICE_TOKENS or bool(DEMO_TOKEN.match(str(target))))
+                if not installed:
                     return _google_error(400, "INVALID_ARGUMENT", "The registration token is not a valid FCM "
                                          "registration token", fcm_code="INVALID_ARGUMENT", field="message.token")
             elif target_kind == "topic" and not (isinstance(target, str) and _TOPIC.match(target)):

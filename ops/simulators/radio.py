@@ -63,7 +63,8 @@ def check_bulletin(info: Info, index: int) -> dict[str, Any]:
         raise IntakeRejection("invalid_script", "the script is empty", f"info[{index}].parameter")
     audio = [(i, r) for i, r in enumerate(info.resources) if r.mime_type.lower() in AUDIO_TYPES]
     if not audio:
-        raise IntakeRejection("missing_audio", "every <info> needs an audio/x-wav <resource>", f"info[{index}].resource")
+        raise IntakeRejection("missing_audio", "every <info> needs an audio/x-wav <resource>",
+                              f"info[{index}].resource")
     position, resource = audio[0]
     field = f"info[{index}].resource[{position}]"
     if not resource.deref_uri:
@@ -78,7 +79,7 @@ def check_bulletin(info: Info, index: int) -> dict[str, Any]:
     if len(data) != resource.size:
         raise IntakeRejection("size_mismatch", f"<size> says {resource.size} bytes, derefUri holds {len(data)}",
                               f"{field}.size")
-    digest = hashlib.sha1(data).hexdigest()  # noqa: S324 - CAP 1.2 digests are SHA-1
+    digest = hashlib.sha1(data).hexdigest()
     if digest != resource.digest.lower():
         raise IntakeRejection("digest_mismatch", f"SHA-1 of the audio is {digest}, <digest> says {resource.digest}",
                               f"{field}.digest")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -42,7 +43,7 @@ SECRET = "5f0c8e2b9a7d4c1e3b6a9f0d2c5e8b1a"
 TEMPLATE_ID = "SZMB-WARNING-TPL-0001"
 TOKEN_LIFETIME = 7200
 DEDUPE_SECONDS = 600
-# Followers of the demo account; any other openid answers 40003.
+# Followers of the demo account when a test names them; any other openid answers 40003.
 KNOWN_OPENIDS = frozenset({
     "oSZMB0000000000000000000001",
     "oSZMB0000000000000000000002",
@@ -50,6 +51,9 @@ KNOWN_OPENIDS = frozenset({
     "oSZMB0000000000000000000004",
 })
 UNSUBSCRIBED_OPENIDS = frozenset({"oSZMB0000000000000000000099"})  # known, but unfollowed: 43004
+# Without a named set (``broadcast sim``), every openid of the form the demo subscriber
+# registry generates ("o" and 27 base64url characters) is a follower.
+DEMO_OPENID = re.compile(r"^o[A-Za-z0-9_-]{27}$")
 
 
 def _err(code: int, message: str) -> web.Response:
@@ -57,7 +61,7 @@ def _err(code: int, message: str) -> web.Response:
 
 
 def create_app(recorder: Recorder | None = None, *, appid: str = APPID, secret: str = SECRET,
-               template_ids: Iterable[str] = (TEMPLATE_ID,), openids: Iterable[str] = KNOWN_OPENIDS,
+               template_ids: Iterable[str] = (TEMPLATE_ID,), openids: Iterable[str] | None = None,
                unsubscribed: Iterable[str] = UNSUBSCRIBED_OPENIDS,
                token_lifetime: int = TOKEN_LIFETIME) -> web.Application:
     """The WeChat simulator app (see the module docstring).
@@ -67,11 +71,12 @@ def create_app(recorder: Recorder | None = None, *, appid: str = APPID, secret: 
         appid: the one Official Account the simulator knows.
         secret: its AppSecret.
         template_ids: template ids the account has added.
-        openids: followers; a template message to any other openid answers 40003.
+        openids: followers; a template message to any other openid answers 40003. None: any
+            openid of the demo registry's form (see DEMO_OPENID), and KNOWN_OPENIDS.
         unsubscribed: openids that once followed and have unfollowed (43004).
         token_lifetime: the ``expires_in`` of issued tokens.
     """
-    known = frozenset(openids)
+    known = frozenset(openids) if openids is not None else None
     gone = frozenset(unsubscribed)
     templates = frozenset(template_ids)
     tokens: dict[str, float] = {}  # token -> expiry (epoch seconds); only the newest is valid
@@ -115,7 +120,8 @@ def create_app(recorder: Recorder | None = None, *, appid: str = APPID, secret: 
             openid = body.get("touser")
             if not isinstance(openid, str) or openid in gone:
                 return _err(43004, "require subscribe") if openid in gone else _err(40003, "invalid openid")
-            if openid not in known:
+            if not (openid in known if known is not None
+                    else openid in KNOWN_OPENIDS or DEMO_OPENID.match(openid)):
                 return _err(40003, "invalid openid")
             if body.get("template_id") not in templates:
                 return _err(40037, "invalid template_id")

@@ -34,7 +34,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 async def server(aiohttp_server, recorder: Recorder):  # type: ignore[no-untyped-def]
-    return await aiohttp_server(create_app(recorder))
+    return await aiohttp_server(create_app(recorder, device_tokens=DEVICE_TOKENS))
 
 
 @pytest.fixture
@@ -195,3 +195,13 @@ async def test_nothing_listening_stops_the_batch(make_adapter: Factory) -> None:
     adapter = make_adapter(url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(TransientDeliveryError, match="unreachable"):
         await adapter.send(sample_message("app_push"), recipients())
+
+
+async def test_the_demo_simulator_knows_registry_tokens(aiohttp_server, make_adapter: Factory) -> None:  # type: ignore[no-untyped-def]
+    demo_recorder = Recorder("fcm")
+    demo = await aiohttp_server(create_app(demo_recorder))  # as `broadcast sim` starts it
+    adapter = make_adapter(url=str(demo.make_url("")).rstrip("/"))
+    results = await adapter.send(sample_message("app_push"), [Recipient("a", "0123456789abcdef0123456789abcdef"),
+                                                              Recipient("b", "0123456789abcdef0123456789abcdeZ")])
+    assert [r.status for r in results] == [DeliveryStatus.ACCEPTED, DeliveryStatus.PERMANENT]
+    assert [m["target"] for m in demo_recorder.messages("message")] == ["0123456789abcdef0123456789abcdef"]

@@ -80,10 +80,9 @@ async def test_screens_show_lines_that_fit_them_in_the_warning_colour(make_adapt
     assert zh_small == ["暴雨红色预警信号", "深圳市气象台发布福田区…"]
     assert en[0] == "Red Rainstorm Warning"
     assert en[1] == "Shenzhen Meteorological"  # broken at a space, 11.5 of 14 cells
-    async with aiohttp.ClientSession() as http:
-        async with http.get(server.make_url("/api/v1/screens/SC00002"),
-                            headers={"Authorization": f"Bearer {DEMO_TOKEN}"}) as response:
-            state = await response.json()
+    async with aiohttp.ClientSession() as http, http.get(server.make_url("/api/v1/screens/SC00002"),
+                        headers={"Authorization": f"Bearer {DEMO_TOKEN}"}) as response:
+        state = await response.json()
     assert state["showing"]["lines"] == zh_small
 
 

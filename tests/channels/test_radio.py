@@ -89,11 +89,10 @@ async def test_intake_refuses_a_tampered_digest(make_adapter: Factory, server) -
     digest = from_xml(cap, max_bytes=16 * 1024 * 1024).infos[0].resources[0].digest
     assert digest is not None
     tampered = cap.replace(digest.encode(), b"0" * 40)
-    async with aiohttp.ClientSession() as http:
-        async with http.post(server.make_url("/intake/cap"), data=tampered,
-                             headers={"Content-Type": "application/cap+xml", "X-Broadcaster-Key": DEMO_KEY,
-                                      "X-Station-Id": "FM01"}) as response:
-            body = await response.json()
+    async with aiohttp.ClientSession() as http, http.post(server.make_url("/intake/cap"), data=tampered,
+                         headers={"Content-Type": "application/cap+xml", "X-Broadcaster-Key": DEMO_KEY,
+                                  "X-Station-Id": "FM01"}) as response:
+        body = await response.json()
     assert response.status == 400
     assert body["error"]["code"] == "digest_mismatch"
 

@@ -37,7 +37,8 @@ async def make_adapter(settings: Settings, server) -> AsyncIterator[Factory]:  #
     async with aiohttp.ClientSession() as http:
         def make(*options: str, url: str | None = None) -> TvAdapter:
             base = url or str(server.make_url("")).rstrip("/")
-            return TvAdapter(ChannelContext(settings.with_overrides(channel_options=(f"tv.url={base}", *options)), http))
+            configured = settings.with_overrides(channel_options=(f"tv.url={base}", *options))
+            return TvAdapter(ChannelContext(configured, http))
 
         yield make
 

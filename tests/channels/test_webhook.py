@@ -128,7 +128,7 @@ async def test_filters_decide_who_gets_the_alert(context, aiohttp_server) -> Non
 
     results = await WebhookAdapter(context).send(message, batch)
 
-    assert [r.status for r in results] == [DeliveryStatus.PERMANENT] * 3 + [DeliveryStatus.ACCEPTED]
+    assert [r.status for r in results] == [DeliveryStatus.SUPPRESSED] * 3 + [DeliveryStatus.ACCEPTED]
     assert results[0].error == "filtered: not subscribed to hazard rainstorm"
     assert results[1].error == "filtered: the alert's areas are outside the partner's units"
     assert results[2].error == "filtered: not subscribed to level red"

@@ -31,7 +31,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 async def server(aiohttp_server, recorder: Recorder):  # type: ignore[no-untyped-def]
-    return await aiohttp_server(create_app(recorder))
+    return await aiohttp_server(create_app(recorder, openids=KNOWN_OPENIDS))
 
 
 @pytest.fixture
@@ -188,3 +188,18 @@ async def test_nothing_listening_stops_the_batch(make_adapter: Factory) -> None:
     adapter = make_adapter(url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(TransientDeliveryError, match="unreachable"):
         await adapter.send(sample_message("wechat"), recipients())
+
+
+async def test_the_demo_simulator_follows_registry_openids(aiohttp_server, settings: Settings,  # type: ignore[no-untyped-def]
+                                                           redis_client: redis.Redis) -> None:
+    demo_recorder = Recorder("wechat")
+    demo = await aiohttp_server(create_app(demo_recorder))  # as `broadcast sim` starts it
+    configured = settings.with_overrides(channel_options=(f"wechat.url={str(demo.make_url('')).rstrip('/')}",))
+    async with aiohttp.ClientSession() as http:
+        adapter = WeChatAdapter(ChannelContext(configured, http, None))  # no Redis: token kept in memory
+        results = await adapter.send(sample_message("wechat"), [Recipient("g", "oAbCdEfGhIjKlMnOpQrStUvWx-_1"),
+                                                                Recipient("x", "oTooShort000000000000")])
+        await adapter.send(sample_message("wechat"), [Recipient("g2", "oAbCdEfGhIjKlMnOpQrStUvWx-_2")])
+    assert [r.status for r in results] == [DeliveryStatus.ACCEPTED, DeliveryStatus.PERMANENT]
+    assert len(demo_recorder.messages("token")) == 1
+    assert redis_client.get(keys.provider_token("wechat")) is None

@@ -209,3 +209,9 @@ async def test_nothing_listening_stops_the_channel(make_adapter: Factory) -> Non
     adapter = make_adapter(url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(TransientDeliveryError, match="unreachable"):
         await adapter.send(sample_message("weibo"), bureau())
+
+
+async def test_the_recipients_module_alias_is_the_bureau_account(make_adapter: Factory, recorder: Recorder) -> None:
+    results = await make_adapter().send(sample_message("weibo"), [Recipient("bureau", "bureau")])
+    assert results[0].status is DeliveryStatus.ACCEPTED
+    assert [p["uid"] for p in recorder.messages("post")] == [UID]
