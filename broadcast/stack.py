@@ -62,9 +62,12 @@ def wait_healthy(url: str, timeout: float) -> bool:
 
 
 def ensure_demo_registries(settings: Settings) -> None:
-    """Publish generated demo subscribers and facilities over the current gazetteer, unless some exist."""
+    """Publish demo subscribers and facilities over the current gazetteer, and a demo webhook partner
+    pointing at the webhook simulator, unless some exist."""
     import redis
 
+    from broadcast import keys
+    from channels.webhook import demo_partner
     from geotarget.facilities import generate_facilities
     from geotarget.registry import RegistryStore, TargetCache
     from geotarget.subscribers import generate_subscribers
@@ -80,6 +83,10 @@ def ensure_demo_registries(settings: Settings) -> None:
         store.publish("subscribers", lambda d: generate_subscribers(gazetteer, count, d, overwrite=True),
                       note=f"demo: {count} generated")
         print(f"generated {count} demo subscribers", flush=True)
+    if not store.redis.hlen(keys.WEBHOOK_PARTNERS):
+        partner = demo_partner(settings)
+        store.redis.hset(keys.WEBHOOK_PARTNERS, partner.id, partner.to_json())
+        print(f"registered the demo webhook partner {partner.id} ({partner.url})", flush=True)
 
 
 def run_stack(settings: Settings, workers: int | None = None, *, simulators: bool = True) -> int:

@@ -27,7 +27,7 @@ FUTIAN = {
 def red_rainstorm(**changes: Any) -> dict[str, Any]:
     request: dict[str, Any] = {
         "signal": {"hazard": "rainstorm", "level": "red"},
-        "areas": [{"desc": "福田区 Futian", "geometry": copy.deepcopy(FUTIAN)}],
+        "areas": [{"desc": {"zh-CN": "福田区", "en": "Futian"}, "geometry": copy.deepcopy(FUTIAN)}],
         "info": [
             {"language": "zh-CN", "description": "福田区过去3小时降雨量已超过100毫米，且降雨仍将持续。"},
             {"language": "en", "description": "More than 100 mm of rain fell in Futian in 3 hours; more to come."},

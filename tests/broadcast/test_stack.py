@@ -40,7 +40,9 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
     port, redis_port = free_port(), free_port()
+    sim_base = free_port() % 40_000 + 20_000  # the simulators use the next 16 ports
     env = {**os.environ, "BROADCAST_PORT": str(port), "BROADCAST_LOCAL_REDIS_PORT": str(redis_port),
+           "BROADCAST_SIM_BASE_PORT": str(sim_base),
            "BROADCAST_DATA_DIR": str(tmp_path / "data"), "PATH": f"{BIN}:{os.environ['PATH']}",
            "BROADCAST_DEMO_SUBSCRIBERS": "20000"}
     env.pop("REDIS_URL", None)
@@ -173,3 +175,22 @@ def test_gazetteer_import_reaches_the_running_service(stack, tmp_path: Path, sha
     with urllib.request.urlopen(request, timeout=10) as response:
         resolved = json.loads(response.read())
     assert [u["code"] for u in resolved["units"] if u["level"] == "district"] == ["440304"]
+
+
+def test_the_demo_lands_one_warning_in_all_13_simulators(stack) -> None:
+    _, env = stack
+    result = subprocess.run(["bash", str(REPO / "ops" / "demo")], env=env, capture_output=True, timeout=120)
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    sent = dict(line.split("\t")[:2] for line in out.splitlines() if line.count("\t") >= 2)
+    assert set(sent) == {"sms", "cell_broadcast", "voice", "email", "wechat", "weibo", "app_push", "tv", "radio",
+                         "display_screen", "loudspeaker", "webhook", "cap_feed"}
+    assert all(counts.startswith("accepted=") for counts in sent.values()), sent
+    received = out[out.index("what each simulator received:"):].splitlines()[1:]
+    assert len(received) == 13
+    expected_kind = {"twilio": "call", "smpp": "submit_sm", "cbc": "message", "smtp": "email", "wechat": "template",
+                     "weibo": "post", "fcm": "message", "tv": "cap", "radio": "cap", "screens": "display",
+                     "loudspeakers": "play", "webhook": "delivery", "feed_reader": "entry"}
+    for line in received:
+        name, counts = line.split(maxsplit=1)
+        assert f" {expected_kind[name]}" in f" {counts}", line
