@@ -86,3 +86,20 @@ def acknowledgements(alert_id: str) -> str:
 
 
 ACK_TTL_SECONDS = 30 * 86400
+
+
+# Hash: language -> CBC message id being broadcast for one warning chain (the alert and its
+# Updates share the CBS message code). Lets an Update or Cancel withdraw exactly what is on
+# air even when the severity, and so the message id, changed. Expires with the alert.
+def cbc_active(message_code: int) -> str:
+    return f"{PREFIX}cbc:active:{message_code}"
+
+
+# Set: device tokens FCM called unregistered or invalid; the subscriber registry's next
+# import drops them, then removes them from here.
+INVALID_PUSH_TOKENS = f"{PREFIX}push:invalid-tokens"
+
+
+# String: who is fetching a provider token right now (a lock; expires by itself).
+def provider_token_lock(channel: str) -> str:
+    return f"{PREFIX}token:provider:{channel}:lock"

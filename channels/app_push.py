@@ -43,6 +43,7 @@ from typing import Any
 
 import aiohttp
 
+from broadcast import keys
 from broadcast.errors import InvalidInput, TransientDeliveryError
 from broadcast.settings import Settings
 from channels.base import (
@@ -61,7 +62,7 @@ CHANNEL = "app_push"
 # Set of device registration tokens FCM reported as invalid; the subscriber registry owns it
 # (removes the tokens from its records and the members from the set).
 # TODO(keys): move to broadcast/keys.py.
-INVALID_PUSH_TOKENS = "bc:push:invalid-tokens"
+INVALID_PUSH_TOKENS = keys.INVALID_PUSH_TOKENS
 TOPIC_PREFIX = "/topics/"
 _TOPIC = re.compile(r"^[a-zA-Z0-9\-_.~%]{1,900}$")
 _DEVICE_TOKEN = re.compile(r"^[A-Za-z0-9_:\-]{20,4096}$")

@@ -55,6 +55,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from broadcast import keys
 from broadcast.errors import InvalidInput, TransientDeliveryError
 from broadcast.model import Alert, Certainty, MsgType, Severity, Status, Urgency
 from channels.base import (
@@ -314,6 +315,7 @@ class CellBroadcastAdapter:
     def __init__(self, context: ChannelContext) -> None:
         self.config = CellBroadcastConfig.from_settings(context.settings)
         self._http = context.http
+        self._redis = context.redis
         credentials = f"{self.config.username}:{self.config.password}".encode()
         self._headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")}
 
@@ -352,13 +354,17 @@ class CellBroadcastAdapter:
     async def _deliver(self, message: Message, cells: list[str]) -> _Outcome:
         alert = message.alert
         ids = {language: message_identifier(alert, language) for language in message.texts}
+        # What this warning chain has on air now: an Update or Cancel withdraws exactly that,
+        # even if a change of severity changed the message id.
+        on_air = await self._on_air(alert)
         if alert.msg_type is MsgType.CANCEL:
             refs = []
-            for message_id in ids.values():
+            for message_id in sorted({*ids.values(), *on_air.values()}):
                 outcome = await self._withdraw(message_id, missing_ok=True)
                 if outcome.kind != "accepted":
                     return outcome
                 refs.append(f"{message_id}:{outcome.detail}")
+            await self._forget(alert)
             return _Outcome("accepted", "withdrawn " + ",".join(refs))
 
         bodies = {}
@@ -371,18 +377,41 @@ class CellBroadcastAdapter:
                                              f"{MAX_PAGES} pages of {summary.page_capacity} fit")
             bodies[language] = self._body(alert, language, ids[language], pages, cells)
 
-        refs = []
-        for language, body in bodies.items():
-            if alert.msg_type is MsgType.UPDATE:
-                outcome = await self._withdraw(ids[language], missing_ok=True)
+        if alert.msg_type is MsgType.UPDATE:
+            for message_id in sorted({*ids.values(), *on_air.values()}):
+                outcome = await self._withdraw(message_id, missing_ok=True)
                 if outcome.kind != "accepted":
                     return outcome
+            await self._forget(alert)
+        refs = []
+        for language, body in bodies.items():
             outcome = await self._create(body)
             if outcome.kind != "accepted":
                 return outcome
+            await self._remember(alert, language, ids[language])
             serial = body["smscb_message"]["serial_nr"]["serial_nr_decoded"]
             refs.append(f"{ids[language]}/{serial['msg_code']}.{serial['update_nr']}")
         return _Outcome("accepted", ",".join(refs))
+
+    async def _on_air(self, alert: Alert) -> dict[str, int]:
+        if self._redis is None:
+            return {}
+        raw = await self._redis.hgetall(keys.cbc_active(message_code(alert)))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def _remember(self, alert: Alert, language: str, message_id: int) -> None:
+        if self._redis is None:
+            return
+        key = keys.cbc_active(message_code(alert))
+        ttl = int((alert.expires - datetime.now(UTC)).total_seconds()) + 86400 if alert.expires else 7 * 86400
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, language, message_id)
+            pipe.expire(key, max(ttl, 60))
+            await pipe.execute()
+
+    async def _forget(self, alert: Alert) -> None:
+        if self._redis is not None:
+            await self._redis.delete(keys.cbc_active(message_code(alert)))
 
     def _body(self, alert: Alert, language: str, message_id: int, pages: CbsPages,
               cells: list[str]) -> dict[str, Any]:

@@ -67,8 +67,8 @@ def cache_ttl(expires_in: float) -> int:
 
 
 def lock_key(channel: str) -> str:
-    """The Redis lock held while one sender fetches ``channel``'s token (see report: belongs in keys.py)."""
-    return f"{keys.provider_token(channel)}:lock"
+    """The Redis lock held while one sender fetches ``channel``'s token."""
+    return keys.provider_token_lock(channel)
 
 
 class ProviderTokenCache:

@@ -178,3 +178,34 @@ def test_default_config_points_at_the_simulator() -> None:
 
     config = CellBroadcastConfig.from_settings(Settings())
     assert config.url == "http://127.0.0.1:9103"
+
+
+async def test_an_update_that_changes_severity_withdraws_what_is_on_air(cbc, channel_context) -> None:  # type: ignore[no-untyped-def]
+    server, recorder = cbc
+    adapter = adapter_for(channel_context, str(server.make_url("")))
+    orange, orange_signal = sample_alert(level="orange")
+    first = build_message("cell_broadcast", "a1", orange, signal=orange_signal, timezone="Asia/Shanghai",
+                          cap_xml=to_xml(orange))
+    await adapter.send(first, recipients(CELLS))
+    on_air = {m["message_id"] for m in recorder.messages("message")}
+    # Orange rainstorm is Severe: ids from 4375; the red Update of the same warning uses 4371/4384.
+    assert on_air and on_air.isdisjoint({4371, 4384})
+
+    red, red_signal = sample_alert(level="red")
+    update = dataclasses.replace(red, identifier="SZMB-TEST-UP", msg_type=MsgType.UPDATE,
+                                 references=(orange.reference,))
+    assert message_code(update) == message_code(orange)  # the same warning chain
+    results = await adapter.send(build_message("cell_broadcast", "a2", update, signal=red_signal,
+                                               timezone="Asia/Shanghai", cap_xml=to_xml(update)), recipients(CELLS))
+    assert {r.status for r in results} == {DeliveryStatus.ACCEPTED}
+    withdrawn = {m["message_id"] for m in recorder.messages("withdrawal")}
+    assert on_air <= withdrawn
+    assert {m["message_id"] for m in recorder.messages("message")} - on_air == {4371, 4384}
+    # A Cancel then withdraws the red ones (what is on air now), not the orange ids computed afresh.
+    cancel = dataclasses.replace(red, identifier="SZMB-TEST-CANCEL", msg_type=MsgType.CANCEL,
+                                 references=(orange.reference, update.reference))
+    recorder.clear()
+    await adapter.send(build_message("cell_broadcast", "a3", cancel, signal=red_signal, timezone="Asia/Shanghai",
+                                     cap_xml=to_xml(cancel)), recipients(CELLS))
+    assert {4371, 4384} <= {m["message_id"] for m in recorder.messages("withdrawal")}
+    assert recorder.messages("message") == []
