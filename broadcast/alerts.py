@@ -132,7 +132,7 @@ class AlertService:
             for j, area in enumerate(info.areas):
                 path = f"areas[{j}]" if top_level else f"info[{i}].areas[{j}]"
                 checked = check_area(area, path, gazetteer, max_vertices=self.settings.max_area_vertices)
-                notices += [Finding(n.code, n.field, n.message) for n in checked.notices]
+                notices += checked.notices
         return composed, tuple(notices)
 
     def create(self, actor: Actor, request: Mapping[str, Any]) -> AlertRecord:

@@ -30,6 +30,7 @@ from shapely.geometry.base import BaseGeometry
 
 from broadcast.errors import InvalidInput
 from broadcast.model import Area, Circle
+from broadcast.records import Finding
 from geotarget.gazetteer import Gazetteer
 
 # Geocode value names that carry a Chinese administrative division code (GB/T 2260).
@@ -38,16 +39,9 @@ KM_PER_DEGREE = 111.32
 DEFAULT_MAX_VERTICES = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """Something the service did to an area that the forecaster should know (not an error)."""
-
-    code: str
-    field: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "field": self.field, "message": self.message}
+# Something the service did to an area that the forecaster should know (not an error): the
+# same (code, field, message) shape as a record's findings.
+Notice = Finding
 
 
 @dataclass(frozen=True, slots=True)
