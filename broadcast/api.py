@@ -17,7 +17,7 @@ import redis
 import shapely.geometry
 from aiohttp import web
 
-from broadcast import cap, feed
+from broadcast import accounting, cap, feed
 from broadcast.alerts import Actor, AlertService
 from broadcast.errors import BroadcastError, InvalidInput, MalformedInput, PayloadTooLarge, Unauthenticated
 from broadcast.openapi import openapi_document
@@ -230,6 +230,16 @@ async def alert_preview(request: web.Request) -> web.Response:
         for name, channel_fits in fits.items()}})
 
 
+async def alert_progress(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    record = await asyncio.to_thread(service.get, actor(request), request.match_info["id"])
+    channels = await asyncio.to_thread(accounting.read, service.store.redis, record.id)
+    totals = {counter: sum(c.counts[counter] for c in channels) for counter in accounting.COUNTERS}
+    totals["pending"] = sum(c.pending for c in channels)
+    return _json({"id": record.id, "state": record.state.value,
+                  "channels": {c.channel: c.as_dict() for c in channels}, "totals": totals})
+
+
 async def alert_cap(request: web.Request) -> web.Response:
     record = await asyncio.to_thread(request.app[SERVICE].get, actor(request), request.match_info["id"])
     return web.Response(body=cap.to_xml(record.alert), content_type="application/cap+xml", charset="utf-8")
@@ -324,6 +334,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/alerts/{id}/cancel", cancel_alert)
     app.router.add_get("/api/alerts/{id}/cap", alert_cap)
     app.router.add_get("/api/alerts/{id}/preview", alert_preview)
+    app.router.add_get("/api/alerts/{id}/progress", alert_progress)
     app.router.add_get("/api/alerts/{id}/audit", alert_audit)
     app.router.add_post("/api/targeting/resolve", resolve_targets)
     app.router.add_get("/api/units", list_units)

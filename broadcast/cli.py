@@ -57,7 +57,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from broadcast.worker import run_worker
 
-    run_worker(settings, name=args.name, burst=args.burst, fork=args.fork, with_scheduler=not args.no_scheduler)
+    run_worker(settings, name=args.name, burst=args.burst, fork=args.fork, with_scheduler=not args.no_scheduler,
+               max_jobs=args.max_jobs)
     return 0
 
 
@@ -324,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
     worker.add_argument("--fork", action="store_true", help="run each job in a forked child")
     worker.add_argument("--no-scheduler", action="store_true", help="do not take part in running scheduled jobs")
+    worker.add_argument("--max-jobs", type=int, help="stop after this many jobs")
     worker.set_defaults(run=cmd_worker)
 
     user = commands.add_parser("user", help="manage users and tokens")

@@ -1,16 +1,21 @@
 """RQ job functions. Each job re-reads the alert, so a job that runs late acts on its current state.
 
-``disseminate`` is the entry point of the fan-out pipeline: one job per issued alert.
-Targeting, planning and sending hang off it in later stages; today it records on the
-alert that dissemination ran, and skips an alert that was closed before it ran.
+``disseminate`` (one per issued alert, on its severity queue) records that dissemination
+started and starts the fan-out (:mod:`broadcast.fanout`); ``plan_channel`` enqueues the next
+batches of one channel; ``send_batch`` sends one batch (:mod:`broadcast.sender`);
+``expire`` is scheduled at each alert's expiry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 
+import redis
 from rq import get_current_job
 
+from broadcast import accounting, audit, cap, fanout, keys, sender, workflow
 from broadcast.alerts import Actor, AlertService
 from broadcast.audit import AuditEntry
 from broadcast.records import AlertRecord, Dissemination, State
@@ -18,7 +23,8 @@ from broadcast.settings import load_settings
 from broadcast.signals import load_catalogue
 from broadcast.store import Change
 from broadcast.users import User
-from geotarget.registry import RegistryStore, TargetCache
+from channels.webhook import Partner
+from geotarget.registry import RegistryStore, TargetCache, Targets
 
 SYSTEM = Actor(User("system", frozenset()))
 
@@ -56,7 +62,54 @@ def disseminate(alert_id: str) -> str:
 
     record = service.act(SYSTEM, alert_id, "disseminate", decide)
     assert record.dissemination is not None
+    if record.state is State.ISSUED:
+        targets = service.targets.get()
+        targeted = fanout.start(job.connection, record, targets, service.settings, webhook_partners(job.connection))
+        audit.append(job.connection, AuditEntry(
+            at=service.now(), actor="system", action="fan-out", alert_id=record.id,
+            detail=", ".join(f"{channel} {count}" for channel, count in targeted.items())))
     return record.dissemination.outcome
+
+
+def webhook_partners(client: redis.Redis) -> list[Partner]:
+    return sorted((Partner.from_json(raw) for raw in client.hvals(keys.WEBHOOK_PARTNERS)), key=lambda p: p.id)
+
+
+def _pinned(service: AlertService, client: redis.Redis, alert_id: str) -> Targets:
+    raw = client.hget(keys.fanout(alert_id), "versions")
+    return service.targets.at(json.loads(raw)) if raw else service.targets.get()
+
+
+def plan_channel(alert_id: str, channel: str) -> int:
+    """Enqueue the next batches of one channel of an alert (up to the look-ahead)."""
+    service = _service()
+    client = service.store.redis
+    record = service.store.get(alert_id)
+    if record.state is not State.ISSUED:
+        return 0
+    return fanout.plan(client, record, channel, _pinned(service, client, alert_id), service.settings,
+                       webhook_partners(client))
+
+
+def send_batch(batch_json: str) -> dict[str, int]:
+    """Send one batch; returns its report (sent, failed, suppressed, skipped, throttled)."""
+    service = _service()
+    client = service.store.redis
+    batch = fanout.Batch.from_json(batch_json)
+    record = service.store.get(batch.alert_id)
+    if workflow.expire(record, service.now()) is not None:
+        record = service.expire(batch.alert_id)
+    targets = _pinned(service, client, batch.alert_id)
+    try:
+        report = asyncio.run(sender.run_batch(batch, record, signal=service.signal_of(record),
+                                              cap_xml=cap.to_xml(record.alert), targets=targets,
+                                              settings=service.settings, client=client))
+    finally:
+        # Whatever happened, this batch is no longer waiting; a re-run (RQ retry) counts it again.
+        accounting.add(client, batch.alert_id, batch.channel, queued=-batch.size)
+    fanout.replan(client, batch.alert_id, batch.channel, service.settings)
+    return {"sent": report.sent, "failed": report.failed, "suppressed": report.suppressed,
+            "skipped": report.skipped, "throttled": report.throttled}
 
 
 def expire(alert_id: str) -> str:

@@ -103,3 +103,64 @@ INVALID_PUSH_TOKENS = f"{PREFIX}push:invalid-tokens"
 # String: who is fetching a provider token right now (a lock; expires by itself).
 def provider_token_lock(channel: str) -> str:
     return f"{PREFIX}token:provider:{channel}:lock"
+
+
+# ---------------------------------------------------------------- fan-out (broadcast/fanout.py, sender.py)
+
+# Hash: "<channel>:<counter>" -> count (broadcast/accounting.py). Owned by the alert: permanent.
+def progress(alert_id: str) -> str:
+    return f"{PREFIX}progress:{alert_id}"
+
+
+# Hash: "<channel>:cursor" / "<channel>:total" planning state, "versions", "severity_queue".
+def fanout(alert_id: str) -> str:
+    return f"{PREFIX}fanout:{alert_id}"
+
+
+# Lock (redis-py Lock, 60 s timeout): one worker plans a channel of an alert at a time.
+def fanout_plan_lock(alert_id: str, channel: str) -> str:
+    return f"{PREFIX}fanout:{alert_id}:{channel}:lock"
+
+
+# Bitmap (subscriber rows) or set (other recipient ids): recipients whose outcome is final.
+# TTL dedupe_ttl_seconds, refreshed on each write.
+def done(alert_id: str, channel: str) -> str:
+    return f"{PREFIX}done:{alert_id}:{channel}"
+
+
+# Bitmap or set like done(), for recipients the provider accepted: who a Cancel goes to.
+def reached(alert_id: str, channel: str) -> str:
+    return f"{PREFIX}reached:{alert_id}:{channel}"
+
+
+# Hash: epoch second -> messages accepted in it (the current rate); TTL 5 minutes.
+def sent_per_second(alert_id: str, channel: str) -> str:
+    return f"{PREFIX}rate:{alert_id}:{channel}"
+
+
+# List: JSON entries of recipients that failed for good, and why (capped at 1,000; TTL 30 days).
+def dead_letters(alert_id: str) -> str:
+    return f"{PREFIX}dead:{alert_id}"
+
+
+# Hash: GCRA state of one provider account's token bucket (broadcast.ratelimit): tat (theoretical
+# arrival time, µs on the Redis clock, when the backlog of granted tokens will have drained) and
+# interval (µs per token the backlog is counted in). Expires RATE_BUCKET_GRACE_MS after the backlog
+# has drained, when an absent key means exactly the same as the idle bucket. The account name sits in
+# a hash tag so the bucket and its AIMD hash share a cluster slot (one script touches both).
+def rate_bucket(account: str) -> str:
+    return f"{PREFIX}rate:{{{account}}}:gcra"
+
+
+RATE_BUCKET_GRACE_MS = 2000
+
+
+# Hash: AIMD state of one provider account (broadcast.ratelimit): cap and current (tokens/s) and
+# decreased_at (µs on the Redis clock). Exists only while the account runs below its cap: deleted
+# when recovered to the cap, and expires RATE_AIMD_TTL_SECONDS after the last throttle or recovery
+# signal (an account idle that long starts again at its cap).
+def rate_aimd(account: str) -> str:
+    return f"{PREFIX}rate:{{{account}}}:aimd"
+
+
+RATE_AIMD_TTL_SECONDS = 600

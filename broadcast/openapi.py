@@ -272,6 +272,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "parameters": [{"name": "alert_id", "in": "path", "required": True, "schema": STRING}],
             "responses": {"200": {"description": "CAP 1.2", "content": {"application/cap+xml": {"schema": STRING}}},
                           "304": {"description": "not modified"}, "404": {"description": "not in the feed"}}}},
+        "/api/alerts/{id}/progress": {"parameters": ID, "get": _op(
+            "per channel: targeted, queued, sent, failed, suppressed, delivered, pending, rate, ETA",
+            "any", 200, {"type": "object"}, 404)},
         "/api/alerts/{id}/audit": {"parameters": ID, "get": _op(
             "the alert's append-only audit trail", "forecaster, approver, ops, admin", 200,
             {"type": "object", "properties": {"entries": {"type": "array", "items": _ref("AuditEntry")}}}, 403, 404)},

@@ -57,6 +57,15 @@ class Settings:
 
     job_timeout_seconds: int = 600
 
+    # Fan-out (broadcast/fanout.py, broadcast/sender.py).
+    batch_size: int = 1000  # recipients per RQ job (at most the channel's max_batch)
+    lookahead_seconds: float = 10.0  # seconds of sending queued ahead per channel
+    batch_timeout_seconds: int = 120  # a batch's RQ timeout (a dead worker's batch re-runs ~60 s after it)
+    max_send_attempts: int = 5  # transient failures of one recipient before it counts as failed
+    retry_backoff_seconds: float = 0.5
+    retry_backoff_max_seconds: float = 10.0
+    dedupe_ttl_seconds: int = 7 * 86400  # how long "already sent" is remembered per alert and channel
+
     # Channels: where the adapters send. By default every channel points at its local simulator
     # (`broadcast sim`) on sim_host:sim_base_port+offset; channel_options entries
     # "<channel>.<key>=<value>" set real endpoints and credentials (see channels/*.py).
@@ -88,7 +97,9 @@ class Settings:
         if missing:
             raise InvalidInput(f"required languages not supported: {sorted(missing)}", field="languages")
         for name in ("workers", "max_headline_length", "max_text_length", "max_body_bytes",
-                     "default_validity_hours", "job_timeout_seconds", "max_area_vertices", "max_sms_segments"):
+                     "default_validity_hours", "job_timeout_seconds", "max_area_vertices", "max_sms_segments",
+                     "batch_size", "lookahead_seconds", "batch_timeout_seconds", "max_send_attempts",
+                     "dedupe_ttl_seconds"):
             if getattr(self, name) <= 0:
                 raise InvalidInput("must be positive", field=name)
         try:

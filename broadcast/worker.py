@@ -15,7 +15,7 @@ from broadcast.settings import Settings
 
 
 def run_worker(settings: Settings, *, name: str | None = None, burst: bool = False, fork: bool = False,
-               with_scheduler: bool = True) -> bool:
+               with_scheduler: bool = True, max_jobs: int | None = None) -> bool:
     """Work the alert queues until stopped (or, with ``burst``, until they are empty).
 
     Jobs are coarse (one alert, later one batch of recipients), so by default a job runs in
@@ -28,4 +28,4 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
     connection = redis.Redis.from_url(settings.effective_redis_url)
     worker_class = Worker if fork else SimpleWorker
     worker = worker_class(list(WORKER_QUEUES), name=name, connection=connection)
-    return worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+    return worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO", max_jobs=max_jobs)

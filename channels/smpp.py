@@ -126,6 +126,8 @@ def status_name(status: int) -> str:
 
 
 THROTTLE_STATUSES = frozenset({Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL})
+# Attempts at a later part of a concatenated message before the text is given up.
+PART_RETRIES = 10
 # Errors about the message or its addresses: sending the same PDU again cannot help.
 PERMANENT_STATUSES = frozenset({
     Status.ESME_RINVMSGLEN, Status.ESME_RINVSRCADR, Status.ESME_RINVDSTADR, Status.ESME_RINVESMCLASS,
@@ -780,15 +782,27 @@ class SmppProvider:
             message = ShortMessage(source_addr=c.source_addr, destination_addr=smpp_destination(recipient.address),
                                    short_message=payload, data_coding=data_coding, esm_class=esm_class,
                                    registered_delivery=1, source_addr_ton=c.source_ton, source_addr_npi=c.source_npi)
-            try:
-                response = await client.submit_sm(message)
-            except TimeoutError:
-                return DeliveryResult.transient(recipient, f"no submit_sm_resp within {c.response_timeout}s")
-            except ConnectionError as exc:
-                return DeliveryResult.transient(recipient, str(exc))
-            status = response.command_status
+            retries = 0
+            while True:
+                try:
+                    response = await client.submit_sm(message)
+                except TimeoutError:
+                    return DeliveryResult.transient(recipient, f"no submit_sm_resp within {c.response_timeout}s")
+                except ConnectionError as exc:
+                    return DeliveryResult.transient(recipient, str(exc))
+                status = response.command_status
+                # Once a part is on the handset's way, the rest must follow under the same reference:
+                # retrying the whole text would show the first parts twice. So a later part that is
+                # throttled or hits a passing error is retried here, a few times, before giving up.
+                if (status != Status.ESME_ROK and ids and retries < PART_RETRIES
+                        and status not in PERMANENT_STATUSES):
+                    retries += 1
+                    await asyncio.sleep(c.throttle_retry_after if status in THROTTLE_STATUSES else 0.2 * retries)
+                    continue
+                break
             if status != Status.ESME_ROK:
-                # A part failed: the whole text is reported so, and a retry resends every part.
+                # The first part failed (nothing sent: the caller may retry the whole text), or a later
+                # part failed for good after its retries.
                 error = f"submit_sm refused: {status_name(status)}"
                 if len(parts) > 1:
                     error += f" (part {len(ids) + 1} of {len(parts)})"

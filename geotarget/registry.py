@@ -155,6 +155,11 @@ class TargetCache:
                 self._targets = self._load(versions)
             return self._targets
 
+    def at(self, versions: dict[str, str]) -> Targets:
+        """The Targets of given snapshot versions (a fan-out pins the versions it started with)."""
+        current = self.get()
+        return current if current.versions == versions else self._load(versions)
+
     def _load(self, versions: dict[str, str]) -> Targets:
         previous = self._targets
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,11 +14,11 @@ from typing import Any
 import pytest
 import redis
 from lxml import etree
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from broadcast import keys
-from broadcast.queues import HOUSEKEEPING_QUEUE, WORKER_QUEUES
+from broadcast.queues import HOUSEKEEPING_QUEUE
 from broadcast.settings import Settings
 
 FUTIAN = {
@@ -38,9 +41,16 @@ def red_rainstorm(**changes: Any) -> dict[str, Any]:
 
 
 def run_worker_burst(settings: Settings) -> None:
-    """A real RQ worker on the alert queues, run until they are empty (in this process)."""
-    connection = redis.Redis.from_url(settings.effective_redis_url)
-    SimpleWorker(list(WORKER_QUEUES), connection=connection).work(burst=True, with_scheduler=True)
+    """A real worker process (``broadcast worker --burst``) on the alert queues, until they are empty.
+
+    No simulators run for these tests: channels fail at once (connection refused, one attempt),
+    which is all the workflow needs; the fan-out itself is tested in test_fanout.py.
+    """
+    env = {**os.environ, "REDIS_URL": settings.effective_redis_url, "BROADCAST_DATA_DIR": str(settings.data_dir),
+           "BROADCAST_MAX_SEND_ATTEMPTS": "1", "BROADCAST_SIM_BASE_PORT": "1"}
+    result = subprocess.run([str(Path(sys.executable).parent / "broadcast"), "worker", "--burst"], env=env,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
 
 
 async def create(client, auth, who: str = "alice", request: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -126,7 +136,7 @@ async def test_whole_workflow_issues_and_a_real_worker_disseminates(client, auth
     assert record["dissemination"]["finished_at"] >= record["dissemination"]["started_at"]
     assert await audit_actions(client, auth, alert_id) == [
         ("alice", "create", "ok"), ("alice", "edit", "ok"), ("alice", "submit", "ok"),
-        ("bob", "approve", "ok"), ("system", "disseminate", "ok"),
+        ("bob", "approve", "ok"), ("system", "disseminate", "ok"), ("system", "fan-out", "ok"),
     ]
     entries = (await (await client.get(f"/api/alerts/{alert_id}/audit", headers=auth["erin"])).json())["entries"]
     assert entries[3]["from_state"] == "submitted" and entries[3]["to_state"] == "issued"
@@ -137,7 +147,7 @@ async def test_whole_workflow_issues_and_a_real_worker_disseminates(client, auth
 
 
 async def test_expiry_is_scheduled_at_issue_and_run_by_the_worker(client, auth, settings) -> None:
-    soon = (datetime.now().astimezone() + timedelta(seconds=2)).replace(microsecond=0)
+    soon = (datetime.now().astimezone() + timedelta(seconds=8)).replace(microsecond=0)
     issued = await issue(client, auth, red_rainstorm(expires=soon.isoformat()))
     connection = redis.Redis.from_url(settings.effective_redis_url)
     registry = ScheduledJobRegistry(HOUSEKEEPING_QUEUE, connection=connection)

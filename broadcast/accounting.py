@@ -1,0 +1,139 @@
+"""Exact accounting of every recipient of every alert, per channel.
+
+Counters live in one Redis hash per alert (field ``<channel>:<counter>``):
+
+- ``targeted``: recipients the alert reaches on the channel (set when planning starts);
+- ``queued``: recipients in batches waiting for or being processed by a worker;
+- ``sent``: accepted by the provider; ``failed``: permanently refused, or retries exhausted;
+- ``suppressed``: not sent on purpose (a partner's filters, or the alert was cancelled first);
+- ``delivered`` / ``undelivered``: delivery receipts, when the provider gives them.
+
+``pending`` is derived: targeted - sent - failed - suppressed. Every recipient reaches a
+final state (sent, failed or suppressed) exactly once: :data:`FINALIZE` sets the
+recipient's slot in the channel's "done" bitmap or set and counts it only if it was not
+set before, in one script, so a batch that runs twice (a worker died) cannot count twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from broadcast import keys
+
+COUNTERS = ("targeted", "queued", "sent", "failed", "suppressed", "delivered", "undelivered")
+FINAL = ("sent", "failed", "suppressed")
+RATE_WINDOW_SECONDS = 5
+
+# KEYS[1] progress hash, KEYS[2] done key (bitmap or set), KEYS[3] reached key (bitmap or set),
+# KEYS[4] per-second sent counts (hash).
+# ARGV[1] channel, ARGV[2] "bits" or "set", ARGV[3] epoch second now, ARGV[4] TTL seconds,
+# then triples: slot, outcome ("sent" | "failed" | "suppressed"), unused.
+# Returns how many were newly final (the rest were final already).
+FINALIZE = """
+local channel, kind, second, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local fresh = 0
+for i = 5, #ARGV, 3 do
+  local slot, outcome = ARGV[i], ARGV[i + 1]
+  local was
+  if kind == 'bits' then
+    was = redis.call('SETBIT', KEYS[2], tonumber(slot), 1)
+  else
+    was = 1 - redis.call('SADD', KEYS[2], slot)
+  end
+  if was == 0 then
+    fresh = fresh + 1
+    redis.call('HINCRBY', KEYS[1], channel .. ':' .. outcome, 1)
+    if outcome == 'sent' then
+      if kind == 'bits' then
+        redis.call('SETBIT', KEYS[3], tonumber(slot), 1)
+      else
+        redis.call('SADD', KEYS[3], slot)
+      end
+      redis.call('HINCRBY', KEYS[4], second, 1)
+    end
+  end
+end
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('EXPIRE', KEYS[3], ttl)
+redis.call('EXPIRE', KEYS[4], 300)
+return fresh
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelProgress:
+    channel: str
+    counts: dict[str, int]
+    rate: float  # sent per second over the last RATE_WINDOW_SECONDS
+
+    @property
+    def pending(self) -> int:
+        c = self.counts
+        return c["targeted"] - c["sent"] - c["failed"] - c["suppressed"]
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.pending == 0:
+            return 0.0
+        return self.pending / self.rate if self.rate > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.counts, "pending": self.pending, "rate_per_second": round(self.rate, 1),
+                "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1)}
+
+
+def done_kind(channel: str) -> str:
+    """Subscriber channels track recipients by registry row (a bitmap); others by id (a set)."""
+    from broadcast.recipients import SUBSCRIBER_CHANNELS
+
+    return "bits" if channel in SUBSCRIBER_CHANNELS else "set"
+
+
+def add(client: redis.Redis | redis.client.Pipeline, alert_id: str, channel: str, **deltas: int) -> None:
+    for counter, delta in deltas.items():
+        if delta:
+            client.hincrby(keys.progress(alert_id), f"{channel}:{counter}", delta)
+
+
+def finalize(client: redis.Redis, alert_id: str, channel: str, outcomes: Sequence[tuple[str | int, str]],
+             ttl_seconds: int) -> int:
+    """Record final outcomes (slot, "sent" | "failed" | "suppressed"); returns how many were new."""
+    if not outcomes:
+        return 0
+    args: list[Any] = [channel, done_kind(channel), int(time.time()), ttl_seconds]
+    for slot, outcome in outcomes:
+        args += [slot, outcome, ""]
+    script = client.register_script(FINALIZE)
+    return int(script(keys=[keys.progress(alert_id), keys.done(alert_id, channel), keys.reached(alert_id, channel),
+                            keys.sent_per_second(alert_id, channel)], args=args))
+
+
+def already_final(client: redis.Redis, alert_id: str, channel: str, slots: Sequence[str | int]) -> list[bool]:
+    key = keys.done(alert_id, channel)
+    with client.pipeline(transaction=False) as pipe:
+        for slot in slots:
+            if done_kind(channel) == "bits":
+                pipe.getbit(key, int(slot))
+            else:
+                pipe.sismember(key, str(slot))
+        return [bool(v) for v in pipe.execute()]
+
+
+def read(client: redis.Redis, alert_id: str) -> list[ChannelProgress]:
+    """Progress of every channel the alert goes out on."""
+    raw = {k.decode(): int(v) for k, v in client.hgetall(keys.progress(alert_id)).items()}
+    channels = sorted({field.split(":", 1)[0] for field in raw})
+    now = int(time.time())
+    result = []
+    for channel in channels:
+        counts = {counter: raw.get(f"{channel}:{counter}", 0) for counter in COUNTERS}
+        seconds = client.hmget(keys.sent_per_second(alert_id, channel),
+                               [str(s) for s in range(now - RATE_WINDOW_SECONDS, now)])
+        rate = sum(int(v) for v in seconds if v) / RATE_WINDOW_SECONDS
+        result.append(ChannelProgress(channel, counts, rate))
+    return result

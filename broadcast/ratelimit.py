@@ -1,0 +1,373 @@
+"""Global rate control: one GCRA token bucket per provider account, shared through Redis.
+
+Every worker on every machine that sends through one provider account (``"sms:smpp:szalert"``)
+takes its tokens from the same bucket in Redis, so the account's configured rate holds however
+many workers there are. Three Lua scripts keep the state consistent:
+
+- ``GCRA_SCRIPT`` grants up to ``n`` tokens at once (a chunk; partial grants allowed) and says how
+  long until the next token. Its clock is Redis ``TIME``, so machines with skewed clocks agree.
+- ``THROTTLE_SCRIPT`` and ``RECOVER_SCRIPT`` run AIMD on the account's current rate: halve it when
+  the provider says slow down (HTTP 429, SMPP ``ESME_RTHROTTLED`` 0x58), add back linearly as sends
+  succeed, never above the configured rate (the cap) nor below a floor. The GCRA script reads that
+  current rate, so every worker slows down together.
+
+The guarantee: with a configured rate ``r`` tokens/s and a burst ``b`` tokens, the tokens granted
+in any closed window of ``W`` seconds on the Redis clock never exceed ``r * W + b``; over any one
+second, at most ``r + b``. It holds in every AIMD state. Why: the backlog ``L`` (tokens granted and
+not yet paid for by elapsed time) is at most ``b`` after every grant, drains at the current rate,
+which is never above ``r``, and rises by exactly the tokens granted. So the grants in ``[t, t + W]``
+are ``L(t + W) - L(t) + drained <= b + r * W``. When the rate changes, the backlog is carried over
+as a number of tokens (re-expressed at the new rate), so throttling never forgives granted tokens.
+
+Redis 5 or later is needed (scripts calling ``TIME`` are replicated by their effects).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+
+import redis.asyncio
+
+from broadcast import keys
+
+# Lua helpers shared by the three scripts. Numbers are stored with %.17g: tostring() and Redis's own
+# number-to-argument conversion may keep only 14 significant digits, and a time in µs has 16.
+_LUA_COMMON = """
+local function now_us()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function num(x)
+    return string.format('%.17g', x)
+end
+
+local function current_rate(aimd_key, cap)
+    local current = tonumber(redis.call('HGET', aimd_key, 'current'))
+    if current and current < cap then
+        return current
+    end
+    return cap
+end
+
+-- The bucket's theoretical arrival time, counted at `interval` µs per token. A backlog counted at
+-- another rate is re-expressed at this one: granted tokens must drain at the new rate, neither
+-- forgiven (a throttled account would get an extra burst) nor charged twice.
+local function load_tat(bucket_key, now, interval)
+    local state = redis.call('HMGET', bucket_key, 'tat', 'interval')
+    local tat, old = tonumber(state[1]), tonumber(state[2])
+    if not tat or tat <= now then
+        return now, false
+    end
+    if old and old ~= interval then
+        return now + (tat - now) * interval / old, true
+    end
+    return tat, false
+end
+
+local function store_tat(bucket_key, now, tat, interval, grace_ms)
+    redis.call('HSET', bucket_key, 'tat', num(tat), 'interval', num(interval))
+    redis.call('PEXPIRE', bucket_key, math.ceil((tat - now) / 1000) + grace_ms)
+end
+
+local function rescale(bucket_key, now, rate, grace_ms)
+    local interval = 1000000 / rate
+    local tat, changed = load_tat(bucket_key, now, interval)
+    if changed then
+        store_tat(bucket_key, now, tat, interval, grace_ms)
+    end
+end
+"""
+
+# GCRA: take up to n tokens from the account's bucket.
+# The burst tolerance tau is fixed in time (burst tokens at the cap), so a throttled bucket is
+# proportionally less bursty; it never drops below one interval, or no token could ever be granted.
+# KEYS[1]  bucket hash (keys.rate_bucket): tat (µs, Redis clock), interval (µs per token)
+# KEYS[2]  AIMD hash (keys.rate_aimd), read only: current (tokens/s)
+# ARGV[1]  cap: the configured rate, tokens/s (> 0)
+# ARGV[2]  burst: tokens that can be taken at once after idleness, at the cap (>= 1)
+# ARGV[3]  n: tokens wanted (>= 1)
+# ARGV[4]  grace_ms: how long the bucket key outlives its drained backlog
+# Returns {granted (0..n), ms until the next token can be granted (0: now), Redis time in µs (text)}.
+GCRA_SCRIPT = (
+    _LUA_COMMON
+    + """
+local now = now_us()
+local cap, burst, n, grace = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local interval = 1000000 / current_rate(KEYS[2], cap)
+local tau = math.max(burst * 1000000 / cap, interval)
+local tat, rescaled = load_tat(KEYS[1], now, interval)
+-- The epsilon absorbs float error in the division only (far below a µs).
+local granted = math.floor((now + tau - tat) / interval + 1e-9)
+if granted > n then
+    granted = n
+elseif granted < 0 then
+    granted = 0
+end
+tat = tat + granted * interval
+if granted > 0 or rescaled then
+    store_tat(KEYS[1], now, tat, interval, grace)
+end
+local wait_ms = math.ceil((tat + interval - tau - now) / 1000)
+if wait_ms < 0 then
+    wait_ms = 0
+end
+return {granted, wait_ms, num(now)}
+"""
+)
+
+# AIMD decrease: halve the account's current rate, not below the floor. Signals within the holdoff
+# of the last decrease are ignored: every worker with messages in flight hears the same 429s, and
+# one slowdown must halve the rate once, not once per worker.
+# KEYS[1]  AIMD hash (keys.rate_aimd): cap, current (tokens/s), decreased_at (µs, Redis clock)
+# KEYS[2]  bucket hash (keys.rate_bucket): its backlog is re-expressed at the new rate
+# ARGV[1]  cap (tokens/s)   ARGV[2]  floor (tokens/s)   ARGV[3]  holdoff (µs)
+# ARGV[4]  AIMD hash TTL (ms)   ARGV[5]  bucket grace (ms)
+# Returns the rate in force afterwards, tokens/s (text).
+THROTTLE_SCRIPT = (
+    _LUA_COMMON
+    + """
+local now = now_us()
+local cap, floor, holdoff = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local old = current_rate(KEYS[1], cap)
+local last = tonumber(redis.call('HGET', KEYS[1], 'decreased_at'))
+if last and now - last < holdoff then
+    return num(old)
+end
+local new = math.max(old / 2, floor)
+redis.call('HSET', KEYS[1], 'cap', num(cap), 'current', num(new), 'decreased_at', num(now))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+rescale(KEYS[2], now, new, tonumber(ARGV[5]))
+return num(new)
+"""
+)
+
+# AIMD increase: count successful sends are count / current seconds of success at the current rate;
+# each such second adds step * cap. At the cap the AIMD hash is deleted (absent means "at the cap").
+# KEYS[1]  AIMD hash (keys.rate_aimd)   KEYS[2]  bucket hash (keys.rate_bucket)
+# ARGV[1]  cap (tokens/s)   ARGV[2]  count (successful sends)   ARGV[3]  step (fraction of cap)
+# ARGV[4]  AIMD hash TTL (ms)   ARGV[5]  bucket grace (ms)
+# Returns the rate in force afterwards, tokens/s (text).
+RECOVER_SCRIPT = (
+    _LUA_COMMON
+    + """
+local now = now_us()
+local cap, count, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local current = tonumber(redis.call('HGET', KEYS[1], 'current'))
+if not current then
+    return num(cap)
+end
+local new = cap
+if current < cap then
+    new = math.min(cap, current + step * cap * count / current)
+end
+if new >= cap then
+    redis.call('DEL', KEYS[1])
+else
+    redis.call('HSET', KEYS[1], 'cap', num(cap), 'current', num(new))
+    redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+end
+rescale(KEYS[2], now, new, tonumber(ARGV[5]))
+return num(new)
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One decision of the bucket.
+
+    Attributes:
+        granted: Tokens granted now, 0 up to the number asked for.
+        wait: Seconds until the next token can be granted (0.0 if one can be now).
+        at: When the bucket decided, on the Redis clock (epoch seconds, µs resolution).
+    """
+
+    granted: int
+    wait: float
+    at: float
+
+
+class TokenBucket:
+    """The shared token bucket of one provider account, with AIMD on its rate.
+
+    Create one per account and Redis client and reuse it: its scripts are registered with the
+    client once, here. Every instance, in any process, that names the same account shares one
+    bucket, so they should all be given the same ``rate`` and ``burst``.
+
+    Args:
+        client: An asyncio Redis client.
+        account: The provider account, e.g. ``"sms:smpp:szalert"``.
+        rate: The configured rate (the cap), tokens per second; never exceeded.
+        burst: Tokens that can be taken at once after idleness; defaults to ``chunk``.
+        chunk: Tokens a sender usually asks for at once (the default ``n`` of ``acquire``).
+        floor: The lowest rate throttling can bring the account to; defaults to 1 % of ``rate``
+            or 1/s, whichever is higher (and never above ``rate``).
+        increase: Fraction of ``rate`` that each second's worth of successful sends adds back.
+        holdoff: Seconds after a decrease during which further throttle signals are ignored.
+
+    Raises:
+        ValueError: A parameter is out of range.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        account: str,
+        rate: float,
+        *,
+        burst: int | None = None,
+        chunk: int = 100,
+        floor: float | None = None,
+        increase: float = 0.05,
+        holdoff: float = 1.0,
+    ) -> None:
+        if not account or "{" in account or "}" in account:
+            raise ValueError(f"account must be a non-empty name without braces, not {account!r}")
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"rate must be a positive number of tokens per second, not {rate!r}")
+        if not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be an integer of at least 1, not {chunk!r}")
+        burst = chunk if burst is None else burst
+        if not isinstance(burst, int) or burst < 1:
+            raise ValueError(f"burst must be an integer of at least 1, not {burst!r}")
+        floor = min(rate, max(rate * 0.01, 1.0)) if floor is None else floor
+        if not (math.isfinite(floor) and 0 < floor <= rate):
+            raise ValueError(f"floor must be above 0 and at most the rate {rate}, not {floor!r}")
+        if not (math.isfinite(increase) and increase > 0):
+            raise ValueError(f"increase must be a positive fraction of the rate, not {increase!r}")
+        if not (math.isfinite(holdoff) and holdoff >= 0):
+            raise ValueError(f"holdoff must be a number of seconds >= 0, not {holdoff!r}")
+        self.account = account
+        self.rate = float(rate)
+        self.burst = burst
+        self.chunk = chunk
+        self.floor = float(floor)
+        self.increase = float(increase)
+        self.holdoff = float(holdoff)
+        self._keys = [keys.rate_bucket(account), keys.rate_aimd(account)]
+        self._gcra = client.register_script(GCRA_SCRIPT)
+        self._throttle = client.register_script(THROTTLE_SCRIPT)
+        self._recover = client.register_script(RECOVER_SCRIPT)
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"TokenBucket({self.account!r}, rate={self.rate}, burst={self.burst}, chunk={self.chunk})"
+
+    async def try_acquire(self, n: int | None = None) -> Grant:
+        """Take up to ``n`` tokens now, without waiting.
+
+        Args:
+            n: Tokens wanted; defaults to one chunk. At most ``burst`` are granted at once.
+
+        Returns:
+            How many were granted (possibly 0) and how long until the next token.
+
+        Raises:
+            ValueError: ``n`` is below 1.
+            redis.RedisError: Redis could not be asked.
+        """
+        n = self.chunk if n is None else n
+        if n < 1:
+            raise ValueError(f"n must be at least 1, not {n!r}")
+        granted, wait_ms, now_us = await self._gcra(
+            keys=self._keys, args=[self.rate, self.burst, n, keys.RATE_BUCKET_GRACE_MS]
+        )
+        return Grant(granted=int(granted), wait=int(wait_ms) / 1000, at=int(now_us) / 1_000_000)
+
+    async def acquire(self, n: int | None = None, *, min_grant: int = 1) -> int:
+        """Wait (asynchronously) until at least one token is granted, and take up to ``n``.
+
+        Wrap it in ``asyncio.timeout`` to bound the wait.
+
+        Args:
+            n: Tokens wanted; defaults to one chunk.
+            min_grant: When nothing is available, sleep until about this many tokens will be
+                (capped at ``n`` and the burst), so a sender takes tokens in chunks and asks Redis
+                tens of times a second rather than once per token.
+
+        Returns:
+            Tokens granted, 1 to ``min(n, burst)``.
+
+        Raises:
+            ValueError: ``n`` is below 1.
+            redis.RedisError: Redis could not be asked.
+        """
+        want = n if n is not None else self.chunk
+        batch = max(1, min(min_grant, want, self.burst))
+        while True:
+            grant = await self.try_acquire(n)
+            if grant.granted:
+                return grant.granted
+            await asyncio.sleep(max(grant.wait + (batch - 1) / self.rate, 0.001))
+
+    async def take(self, n: int) -> None:
+        """Wait until exactly ``n`` tokens have been granted, for senders that need all of them.
+
+        Args:
+            n: Tokens wanted (0 returns at once); may exceed ``burst``.
+
+        Raises:
+            ValueError: ``n`` is negative.
+            redis.RedisError: Redis could not be asked.
+        """
+        if n < 0:
+            raise ValueError(f"n must be at least 0, not {n!r}")
+        remaining = n
+        while remaining:
+            remaining -= await self.acquire(remaining, min_grant=remaining)
+
+    async def throttled(self) -> float:
+        """Tell the bucket the provider said slow down: halve the account's rate, for every worker.
+
+        Signals within ``holdoff`` seconds of the last decrease are ignored (the other workers are
+        hearing the same slowdown). The rate never goes below ``floor``.
+
+        Returns:
+            The rate now in force, tokens per second.
+
+        Raises:
+            redis.RedisError: Redis could not be asked.
+        """
+        args = [
+            self.rate,
+            self.floor,
+            round(self.holdoff * 1_000_000),
+            keys.RATE_AIMD_TTL_SECONDS * 1000,
+            keys.RATE_BUCKET_GRACE_MS,
+        ]
+        return float(await self._throttle(keys=self._keys[::-1], args=args))
+
+    async def recovered(self, count: int) -> float:
+        """Tell the bucket ``count`` sends succeeded: raise the account's rate back toward the cap.
+
+        ``count`` sends at the current rate ``c`` are ``count / c`` seconds of success; each second
+        adds ``increase * rate``. The rate never goes above ``rate``.
+
+        Args:
+            count: Successful sends since the last call (0 changes nothing).
+
+        Returns:
+            The rate now in force, tokens per second.
+
+        Raises:
+            ValueError: ``count`` is negative.
+            redis.RedisError: Redis could not be asked.
+        """
+        if count < 0:
+            raise ValueError(f"count must be at least 0, not {count!r}")
+        if count == 0:
+            return await self.current_rate()
+        args = [self.rate, count, self.increase, keys.RATE_AIMD_TTL_SECONDS * 1000, keys.RATE_BUCKET_GRACE_MS]
+        return float(await self._recover(keys=self._keys[::-1], args=args))
+
+    async def current_rate(self) -> float:
+        """The account's rate in force now, tokens per second (``rate`` unless throttled).
+
+        Raises:
+            redis.RedisError: Redis could not be asked.
+        """
+        current = await self._client.hget(self._keys[1], "current")
+        return self.rate if current is None else min(self.rate, float(current))

@@ -1,0 +1,311 @@
+"""The shared token bucket (broadcast.ratelimit) against a real Redis.
+
+The cap holds across asyncio tasks and OS processes sharing one account, partial grants and waits
+are exact at a known state, AIMD slows every taker down and brings the rate back, idle keys expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import multiprocessing
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+import redis
+import redis.asyncio
+
+from broadcast import keys
+from broadcast.ratelimit import Grant, TokenBucket
+
+ACCOUNT = "sms:smpp:test"
+
+# (grant time in µs on the Redis clock, tokens granted, local time before asking, local time after)
+Record = tuple[int, int, float, float]
+
+
+@pytest.fixture
+async def aclient(redis_url: str, redis_client: redis.Redis) -> AsyncIterator[redis.asyncio.Redis]:
+    """An asyncio client on the flushed test Redis (``redis_client`` does the flushing)."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def _drain(bucket: TokenBucket) -> Grant:
+    """Take every token available now; returns the last (empty) grant."""
+    while (grant := await bucket.try_acquire(bucket.burst)).granted:
+        pass
+    return grant
+
+
+async def _take_for(bucket: TokenBucket, n: int, start_at: float, stop_at: float) -> list[Record]:
+    """Ask for ``n`` tokens again and again from ``start_at`` to ``stop_at`` (local clock)."""
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    records: list[Record] = []
+    while time.time() < stop_at:
+        before = time.time()
+        grant = await bucket.try_acquire(n)
+        after = time.time()
+        if grant.granted:
+            records.append((round(grant.at * 1_000_000), grant.granted, before, after))
+        else:
+            await asyncio.sleep(grant.wait)
+    return records
+
+
+# ---------------------------------------------------------------- the cap, many takers
+
+CAP_RATE = 500
+CAP_CHUNK = 50
+CAP_RUN_SECONDS = 3.0
+
+
+async def _taker(redis_url: str, start_at: float, stop_at: float) -> list[Record]:
+    client = redis.asyncio.Redis.from_url(redis_url)  # each taker has its own connection
+    try:
+        bucket = TokenBucket(client, ACCOUNT, CAP_RATE, chunk=CAP_CHUNK)
+        return await _take_for(bucket, CAP_CHUNK, start_at, stop_at)
+    finally:
+        await client.aclose()
+
+
+def _taker_process(redis_url: str, start_at: float, stop_at: float) -> list[Record]:
+    """A taker in its own OS process, with its own event loop and connection."""
+    return asyncio.run(_taker(redis_url, start_at, stop_at))
+
+
+def _ready() -> bool:
+    time.sleep(0.2)  # holds this worker so the other one starts too
+    return True
+
+
+def _max_in_window(records: list[Record], window_us: int = 1_000_000) -> int:
+    """The most tokens granted within any closed window [t, t + window] (grant times in µs)."""
+    events = sorted((at, n) for at, n, _, _ in records)
+    best = inside = 0
+    end = 0
+    for at, n in events:
+        while end < len(events) and events[end][0] <= at + window_us:
+            inside += events[end][1]
+            end += 1
+        best = max(best, inside)
+        inside -= n
+    return best
+
+
+async def test_cap_holds_across_tasks_and_processes(redis_url: str, redis_client: redis.Redis) -> None:
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        loop = asyncio.get_running_loop()
+        # Spawn both worker processes (and import this module in them) before the clock starts.
+        assert all(await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(2))))
+        start_at = time.time() + 0.3
+        stop_at = start_at + CAP_RUN_SECONDS
+        processes = [loop.run_in_executor(pool, _taker_process, redis_url, start_at, stop_at) for _ in range(2)]
+        tasks = [_taker(redis_url, start_at, stop_at) for _ in range(4)]
+        per_taker = await asyncio.gather(*tasks, *processes)
+
+    records = [record for taker in per_taker for record in taker]
+    assert all(taker for taker in per_taker), "every task and process got tokens"
+    # The grant times come from the script; check them against this machine's clock (same host).
+    assert all(before - 0.005 <= at / 1e6 <= after + 0.005 for at, _, before, after in records)
+    assert max(n for _, n, _, _ in records) <= CAP_CHUNK
+
+    busiest_second = _max_in_window(records)
+    total = sum(n for _, n, _, _ in records)
+    first, last = min(r[0] for r in records), max(r[0] for r in records)
+    span = (last - first) / 1e6
+    reachable = CAP_RATE * span + CAP_CHUNK  # the initial burst, then the rate
+    print(
+        f"\n6 takers (4 tasks + 2 processes), {CAP_RATE}/s, chunk {CAP_CHUNK}: {total} tokens in {span:.3f} s "
+        f"({len(records)} grants); busiest 1-s window {busiest_second} (bound {CAP_RATE + CAP_CHUNK}); "
+        f"{total / reachable:.2%} of the {reachable:.0f} reachable;\n"
+        f"per taker {[sum(r[1] for r in t) for t in per_taker]}"
+    )
+    assert busiest_second <= CAP_RATE + CAP_CHUNK
+    assert span >= CAP_RUN_SECONDS - 0.1
+    assert total <= reachable + 1
+    assert total >= 0.97 * reachable, "the cap is reached, not only respected"
+
+
+# ---------------------------------------------------------------- partial grants and waits
+
+
+def _us(at: float) -> int:
+    return round(at * 1_000_000)
+
+
+async def test_partial_grants_and_wait_at_a_known_state(aclient: redis.asyncio.Redis) -> None:
+    bucket = TokenBucket(aclient, ACCOUNT, 10, burst=5)  # one token per 100 ms
+
+    first = await bucket.try_acquire(3)
+    assert (first.granted, first.wait) == (3, 0.0)  # two more are available now
+    second = await bucket.try_acquire(5)
+    assert second.granted == 2  # partial: all that was left of the burst
+    assert second.wait == pytest.approx(0.1, abs=0.001)
+    third = await bucket.try_acquire(5)
+    assert third.granted == 0
+    # The 5 tokens were all owed from the first grant on: the 6th comes 100 ms after it (Redis clock).
+    elapsed_us = _us(third.at) - _us(first.at)
+    assert third.wait == math.ceil((100_000 - elapsed_us) / 1000) / 1000
+    assert 0.08 <= third.wait <= 0.1
+
+    await asyncio.sleep(third.wait)
+    fourth = await bucket.try_acquire(5)
+    assert fourth.granted >= 1
+    assert fourth.granted == (_us(fourth.at) - _us(first.at)) // 100_000
+
+
+async def test_acquire_waits_without_blocking_the_loop(aclient: redis.asyncio.Redis) -> None:
+    bucket = TokenBucket(aclient, ACCOUNT, 10, burst=5)
+    assert await bucket.acquire(5) == 5
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    got = await bucket.acquire(5)
+    waited = time.perf_counter() - started
+    ticking.cancel()
+    assert got == 1
+    assert 0.09 <= waited <= 0.2
+    assert ticks >= 5, "the loop kept running while acquire waited"
+
+
+async def test_take_gets_exactly_n_beyond_the_burst(aclient: redis.asyncio.Redis) -> None:
+    bucket = TokenBucket(aclient, ACCOUNT, 10, burst=5)
+    started = time.perf_counter()
+    await bucket.take(8)  # 5 at once, then 3 at 100 ms each
+    elapsed = time.perf_counter() - started
+    assert 0.29 <= elapsed <= 0.45
+    left = await bucket.try_acquire(5)
+    assert left.granted == 0, "take took exactly 8, no more"
+
+
+def test_bad_parameters_are_refused(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    for kwargs in ({"rate": 0}, {"rate": math.inf}, {"rate": 10, "burst": 0}, {"rate": 10, "chunk": 0},
+                   {"rate": 10, "floor": 11}, {"rate": 10, "increase": 0}, {"rate": 10, "holdoff": -1}):
+        with pytest.raises(ValueError):
+            TokenBucket(client, ACCOUNT, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        TokenBucket(client, "", 10)
+    with pytest.raises(ValueError):
+        TokenBucket(client, "sms:{x}", 10)
+
+
+# ---------------------------------------------------------------- AIMD
+
+
+async def _measured_rate(bucket: TokenBucket, seconds: float) -> float:
+    """Tokens per second granted to one greedy taker, measured on the Redis clock."""
+    await _drain(bucket)
+    records = await _take_for(bucket, bucket.burst, time.time(), time.time() + seconds)
+    first, last = records[0][0], records[-1][0]
+    return sum(n for _, n, _, _ in records[1:]) / ((last - first) / 1e6)
+
+
+async def test_throttled_halves_the_rate_for_every_taker(aclient: redis.asyncio.Redis, redis_url: str) -> None:
+    bucket = TokenBucket(aclient, ACCOUNT, 200, burst=10)
+    other_client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        other = TokenBucket(other_client, ACCOUNT, 200, burst=10)  # another worker on the same account
+        before = await _measured_rate(bucket, 0.6)
+        assert await other.throttled() == 100.0
+        assert await bucket.current_rate() == 100.0
+        after = await _measured_rate(bucket, 0.8)
+    finally:
+        await other_client.aclose()
+    print(f"\nmeasured rate: {before:.1f}/s at the cap of 200/s, {after:.1f}/s after one throttle signal")
+    assert before == pytest.approx(200, rel=0.05)
+    assert after == pytest.approx(100, rel=0.05)
+
+
+async def test_throttle_keeps_the_backlog_of_granted_tokens(aclient: redis.asyncio.Redis) -> None:
+    bucket = TokenBucket(aclient, ACCOUNT, 10, burst=5)
+    assert (await bucket.try_acquire(5)).granted == 5  # 5 tokens owed: 500 ms at 10/s
+    assert await bucket.throttled() == 5.0
+    # Now 5 tokens owed at 5/s are 1 s, and the burst is 500 ms: the next token is 700 ms away.
+    # (Forgetting the backlog on a rate change would grant 2 tokens right away here.)
+    grant = await bucket.try_acquire(5)
+    assert grant.granted == 0
+    assert 0.65 <= grant.wait <= 0.7
+
+
+async def test_throttle_signals_within_the_holdoff_count_once(aclient: redis.asyncio.Redis) -> None:
+    bucket = TokenBucket(aclient, ACCOUNT, 200, holdoff=0.3)
+    assert await bucket.throttled() == 100.0
+    assert await bucket.throttled() == 100.0  # the same slowdown, heard by another worker
+    await asyncio.sleep(0.3)
+    assert await bucket.throttled() == 50.0
+
+
+async def test_the_floor_holds(aclient: redis.asyncio.Redis) -> None:
+    bucket = TokenBucket(aclient, ACCOUNT, 200, burst=10, holdoff=0)
+    rates = [await bucket.throttled() for _ in range(10)]
+    assert rates[:6] == [100.0, 50.0, 25.0, 12.5, 6.25, 3.125]
+    assert rates[6:] == [2.0] * 4  # default floor: 1 % of 200/s, at least 1/s
+    # At 2/s the burst (10 tokens at 200/s = 50 ms) is less than one token: one at a time.
+    assert (await bucket.try_acquire(10)).granted == 1
+
+    floored = TokenBucket(aclient, "sms:smpp:other", 200, floor=30, holdoff=0)
+    assert [await floored.throttled() for _ in range(4)] == [100.0, 50.0, 30.0, 30.0]
+
+
+async def test_recovered_adds_back_linearly_up_to_the_cap(aclient: redis.asyncio.Redis) -> None:
+    bucket = TokenBucket(aclient, ACCOUNT, 200, increase=0.05)
+    assert await bucket.recovered(1000) == 200.0  # at the cap already: nothing to add
+    assert await bucket.throttled() == 100.0
+    assert await bucket.recovered(100) == pytest.approx(110.0)  # 1 s of success at 100/s: +5 % of 200
+    assert await bucket.recovered(0) == pytest.approx(110.0)
+    assert await bucket.recovered(110) == pytest.approx(120.0)
+    assert await bucket.recovered(1_000_000) == 200.0  # never above the cap
+    assert await bucket.current_rate() == 200.0
+    assert not await aclient.exists(keys.rate_aimd(ACCOUNT)), "at the cap the AIMD hash is gone"
+
+
+async def test_a_sender_recovers_to_the_cap_over_time(aclient: redis.asyncio.Redis) -> None:
+    bucket = TokenBucket(aclient, ACCOUNT, 200, burst=10, increase=0.5)  # +100/s per second of success
+    await bucket.throttled()
+    await _drain(bucket)
+    rates = [await bucket.current_rate()]
+    granted = 0
+    started = time.perf_counter()
+    while rates[-1] < 200 and time.perf_counter() - started < 3:
+        n = await bucket.acquire(10)
+        granted += n
+        rates.append(await bucket.recovered(n))
+    elapsed = time.perf_counter() - started
+    print(f"\nrecovery 100/s -> 200/s in {elapsed:.2f} s of sending, {granted} tokens granted meanwhile")
+    assert rates[-1] == 200.0
+    assert all(a <= b <= 200.0 for a, b in itertools.pairwise(rates))
+    assert 0.8 <= elapsed <= 1.4  # linear: 100/s gained at 100/s per second
+    assert 100 * elapsed - 10 <= granted <= 200 * elapsed + 10  # sent at the climbing rate, never past the cap
+
+
+# ---------------------------------------------------------------- keys expire
+
+
+async def test_idle_keys_expire(aclient: redis.asyncio.Redis) -> None:
+    bucket = TokenBucket(aclient, ACCOUNT, 100, burst=5)
+    assert (await bucket.try_acquire(5)).granted == 5  # backlog: 50 ms
+    ttl = await aclient.pttl(keys.rate_bucket(ACCOUNT))
+    assert keys.RATE_BUCKET_GRACE_MS < ttl <= keys.RATE_BUCKET_GRACE_MS + 50
+
+    assert await bucket.throttled() == 50.0
+    aimd_ttl = await aclient.pttl(keys.rate_aimd(ACCOUNT))
+    assert keys.RATE_AIMD_TTL_SECONDS * 1000 - 1000 < aimd_ttl <= keys.RATE_AIMD_TTL_SECONDS * 1000
+
+    await asyncio.sleep(keys.RATE_BUCKET_GRACE_MS / 1000 + 0.25)
+    assert not await aclient.exists(keys.rate_bucket(ACCOUNT))
+    assert (await bucket.try_acquire(5)).granted == 2  # a full bucket again: 5 tokens at 200/s = 2.5 at 50/s
