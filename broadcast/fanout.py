@@ -80,7 +80,10 @@ def selected_channels(record: AlertRecord) -> list[str]:
 
 
 def batch_size(channel: str, settings: Settings) -> int:
-    return max(1, min(settings.batch_size, adapter_class(channel).capabilities.max_batch))
+    capabilities = adapter_class(channel).capabilities
+    if capabilities.single_request:
+        return capabilities.max_batch
+    return max(1, min(settings.batch_size, capabilities.max_batch))
 
 
 def _subscriber_rows(channel: str, area: BaseGeometry, targets: Targets) -> np.ndarray:

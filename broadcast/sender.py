@@ -106,8 +106,12 @@ async def _send_all(adapter, bucket: TokenBucket, message: Message, queue: deque
         reason = ""
         # A whole chunk of tokens, then the chunk: few Redis round trips, and no message leaves
         # while the bucket is empty (the rest of the time the batch is waiting, not sending).
-        want = min(bucket.chunk, len(queue))
-        await bucket.take(want)
+        if adapter.capabilities.single_request:  # one request for them all, one token
+            want = len(queue)
+            await bucket.take(1)
+        else:
+            want = min(bucket.chunk, len(queue))
+            await bucket.take(want)
         part = [queue.popleft() for _ in range(want)]
         try:
             results = await adapter.send(message, part)

@@ -47,6 +47,9 @@ class Capabilities:
     supports_receipts: bool  # the provider reports delivery later (DLR, status callback)
     supports_ack: bool  # a recipient can acknowledge through this channel (voice keypress, link)
     kind: str = "push"  # "push" (we send), "broadcast" (one message reaches an area), "pull" (published)
+    # One request must carry every recipient of the alert (a CBC message names all its cells and
+    # cannot be repeated under the same id): never split into batches or chunks; costs one token.
+    single_request: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch <= 0:

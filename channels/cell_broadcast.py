@@ -310,7 +310,7 @@ class CellBroadcastAdapter:
     name: ClassVar[str] = "cell_broadcast"
     capabilities: ClassVar[Capabilities] = Capabilities(
         max_batch=50_000, max_length=GSM7_PAGE_SEPTETS * MAX_PAGES, segment_rule="cbs", rate_per_second=5.0,
-        supports_receipts=False, supports_ack=False, kind="broadcast")
+        supports_receipts=False, supports_ack=False, kind="broadcast", single_request=True)
 
     def __init__(self, context: ChannelContext) -> None:
         self.config = CellBroadcastConfig.from_settings(context.settings)
