@@ -207,7 +207,7 @@ def _retry():  # type: ignore[no-untyped-def]
     from rq import Retry
 
     # A batch whose worker died is re-run by RQ (its done bitmap makes the re-run skip what was sent).
-    return Retry(max=3, interval=[1, 5, 15])
+    return Retry(max=3, interval=[0, 5, 15])
 
 
 def subscriber_recipient(targets: Targets, channel: str, row: int) -> Recipient:
