@@ -17,7 +17,7 @@ import redis
 import shapely.geometry
 from aiohttp import web
 
-from broadcast import accounting, cap, feed
+from broadcast import accounting, cap, feed, metrics
 from broadcast.alerts import Actor, AlertService
 from broadcast.errors import BroadcastError, InvalidInput, MalformedInput, PayloadTooLarge, Unauthenticated
 from broadcast.openapi import openapi_document
@@ -133,6 +133,17 @@ async def healthz(request: web.Request) -> web.Response:
     except redis.RedisError as exc:
         return web.json_response({"status": "unavailable", "redis": str(exc)}, status=503)
     return web.json_response({"status": "ok"})
+
+
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    request[USER].require(Permission.READ_ALERTS)
+    client = request.app[REDIS]
+
+    def run() -> str:
+        return metrics.render_metrics(client, alert_ids=metrics.recent_alert_ids(client, hours=24))
+
+    text = await asyncio.to_thread(run)
+    return web.Response(body=text.encode(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -322,6 +333,7 @@ def create_app(settings: Settings) -> web.Application:
     feed.add_routes(app, REDIS, base_url=settings.public_url)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/openapi.json", openapi)
+    app.router.add_get("/metrics", prometheus_metrics)
     app.router.add_get("/api/signals", list_signals)
     app.router.add_post("/api/alerts", create_alert)
     app.router.add_get("/api/alerts", list_alerts)

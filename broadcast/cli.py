@@ -5,7 +5,7 @@
     broadcast worker [--burst] [--fork]    one RQ worker
     broadcast user add NAME --role ROLE    prints the new user's token, nothing else
     broadcast user list | token NAME | remove NAME
-    broadcast alert create|list|show|edit|submit|approve|reject|update|cancel|cap|audit ...
+    broadcast alert create|list|show|edit|submit|approve|reject|update|cancel|cap|audit|progress ...
     broadcast signals                      the warning-signal catalogue
 
 ``alert`` subcommands talk to the running service over HTTP (``BROADCAST_URL``, default
@@ -265,6 +265,37 @@ def _looks_like_xml(data: bytes) -> bool:
     return data.lstrip().startswith(b"<")
 
 
+def _alert_progress(client: ApiClient, args: argparse.Namespace) -> int:
+    import time
+
+    from broadcast.progress_view import render_progress
+
+    if args.interval <= 0 or args.width < 1:
+        print("error: --interval must be above 0 and --width at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    while True:
+        try:
+            status, payload, _ = client.call("GET", f"/api/alerts/{args.id}/progress")
+        except OSError as err:
+            if not args.watch:
+                print(f"error: cannot reach {client.base_url}: {err}", file=sys.stderr)
+                return EXIT_USAGE
+            text = f"cannot reach {client.base_url}: {err} (retrying every {args.interval:g} s)"
+        else:
+            if status >= 400:
+                sys.stderr.write(payload.decode("utf-8", errors="replace") + "\n")
+                return EXIT_REFUSED
+            progress = json.loads(payload)
+            text = (json.dumps(progress, ensure_ascii=False, indent=2) if args.raw
+                    else render_progress(progress, width=args.width))
+        if not args.watch:
+            print(text)
+            return 0
+        sys.stdout.write("\033[H\033[2J" + text + "\n")  # home the cursor, clear the screen, redraw
+        sys.stdout.flush()
+        time.sleep(args.interval)
+
+
 def cmd_alert(settings: Settings, args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("BROADCAST_TOKEN")
     if not token:
@@ -272,6 +303,8 @@ def cmd_alert(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     client = ApiClient(args.url or os.environ.get("BROADCAST_URL") or settings.base_url, token)
     action = args.alert_command
+    if action == "progress":
+        return _alert_progress(client, args)
     body: bytes | None = None
     content_type = "application/json"
     method, path = "POST", f"/api/alerts/{getattr(args, 'id', '')}/{action}"
@@ -397,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub = alert_commands.add_parser(name, help="FILE holds the changed fields as JSON; - reads stdin")
         sub.add_argument("id")
         sub.add_argument("file")
+    progress_parser = alert_commands.add_parser("progress", help="per-channel progress bars of an issued alert")
+    progress_parser.add_argument("id")
+    progress_parser.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C")
+    progress_parser.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (default 2)")
+    progress_parser.add_argument("--width", type=int, default=40, help="characters per progress bar (default 40)")
     reject = alert_commands.add_parser("reject")
     reject.add_argument("id")
     reject.add_argument("--reason", required=True)

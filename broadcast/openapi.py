@@ -204,6 +204,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "/healthz": {"get": {"summary": "200 once the service can take alerts", "security": [],
                              "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
         "/api/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics: recipients per alert, channel and state; rates; ETAs; "
+                                        "queue lengths; rate-limiter state (text format 0.0.4)",
+                             "description": "Roles: any (scrape with a token).",
+                             "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
         "/api/signals": {"get": _op("the warning-signal catalogue", "any", 200, {"type": "object"})},
         "/api/alerts": {
             "get": {**_op("list alerts, newest first", "any", 200, {"type": "object"}, 422),
