@@ -84,7 +84,9 @@ async def run_batch(batch: Batch, record: AlertRecord, *, signal: Signal | None,
                             timezone=settings.timezone, cap_xml=cap_xml)
     rate = settings.rates.get(batch.channel, adapter_class(batch.channel).capabilities.rate_per_second)
     async with aiohttp.ClientSession() as http:
-        async_redis = redis.asyncio.Redis.from_url(settings.effective_redis_url)
+        # A pool that waits for a free connection rather than failing when receipts and sends peak together.
+        async_redis = redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
+            settings.effective_redis_url, max_connections=64, timeout=30))
         try:
             context = ChannelContext(settings, http, async_redis)
             account = channel_option(settings, batch.channel, "account", "default")

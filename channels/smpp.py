@@ -128,6 +128,9 @@ def status_name(status: int) -> str:
 THROTTLE_STATUSES = frozenset({Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL})
 # Attempts at a later part of a concatenated message before the text is given up.
 PART_RETRIES = 10
+# Delivery receipts waiting to be stored, and how many one Redis pipeline writes.
+RECEIPT_QUEUE = 100_000
+RECEIPT_BATCH = 500
 # Errors about the message or its addresses: sending the same PDU again cannot help.
 PERMANENT_STATUSES = frozenset({
     Status.ESME_RINVMSGLEN, Status.ESME_RINVSRCADR, Status.ESME_RINVDSTADR, Status.ESME_RINVESMCLASS,
@@ -701,7 +704,7 @@ class SmppConfig:
             source_ton=_number(option("source_ton", "0"), "source_ton", int, 0, inclusive=True),
             source_npi=_number(option("source_npi", "0"), "source_npi", int, 0, inclusive=True),
             bind_mode=option("bind_mode", "transceiver"),
-            window=_number(option("window", "10"), "window", int),
+            window=_number(option("window", "64"), "window", int),
             response_timeout=_number(option("response_timeout", "10"), "response_timeout"),
             enquire_link_interval=_number(option("enquire_link_interval", "30"), "enquire_link_interval"),
             connect_timeout=_number(option("connect_timeout", "5"), "connect_timeout"),
@@ -738,6 +741,9 @@ class SmppProvider:
         self._client: SmppClient | None = None
         self._connecting = asyncio.Lock()
         self._reference = itertools.count(random.randrange(256))
+        self._receipts: asyncio.Queue[Receipt] = asyncio.Queue(maxsize=RECEIPT_QUEUE)
+        self._receipt_writer: asyncio.Task[None] | None = None
+        self._receipts_dropped = 0
 
     def endpoint(self) -> str:
         return f"smpp://{self.config.system_id}@{self.config.host}:{self.config.port}"
@@ -778,10 +784,14 @@ class SmppProvider:
             return DeliveryResult.permanent(recipient, str(exc))
         c = self.config
         ids: list[str] = []
-        for data_coding, esm_class, payload in parts:
+        for index, (data_coding, esm_class, payload) in enumerate(parts):
+            # One delivery receipt per text, on its last part: a receipt per part triples the SMSC's
+            # return traffic and what we store, and the last part arriving is what matters.
+            last = index == len(parts) - 1
             message = ShortMessage(source_addr=c.source_addr, destination_addr=smpp_destination(recipient.address),
                                    short_message=payload, data_coding=data_coding, esm_class=esm_class,
-                                   registered_delivery=1, source_addr_ton=c.source_ton, source_addr_npi=c.source_npi)
+                                   registered_delivery=1 if last else 0, source_addr_ton=c.source_ton,
+                                   source_addr_npi=c.source_npi)
             retries = 0
             while True:
                 try:
@@ -812,7 +822,8 @@ class SmppProvider:
                     return DeliveryResult.permanent(recipient, error)
                 return DeliveryResult.transient(recipient, error)
             ids.append(BodyReader(response.body).cstring() if response.body else "")
-        return DeliveryResult.accepted(recipient, provider_ref=ids[0] or None)
+        # The receipt (requested on the last part) carries the last part's message id.
+        return DeliveryResult.accepted(recipient, provider_ref=ids[-1] or None)
 
     async def _on_deliver(self, message: ShortMessage) -> None:
         receipt = parse_receipt(message)
@@ -820,13 +831,45 @@ class SmppProvider:
             log.info("ignoring a mobile-originated deliver_sm from %s", message.source_addr)
             return
         if self.redis is not None:
-            await self.redis.set(keys.receipt(receipt.message_id), receipt.as_json(), ex=keys.RECEIPT_TTL_SECONDS)
+            # Receipts come back as fast as we send: one writer stores them in pipelined batches,
+            # so a flood of them cannot exhaust Redis connections or starve the sending.
+            if self._receipt_writer is None or self._receipt_writer.done():
+                self._receipt_writer = asyncio.create_task(self._write_receipts())
+            try:
+                self._receipts.put_nowait(receipt)
+            except asyncio.QueueFull:
+                self._receipts_dropped += 1
         if self.on_receipt is not None:
             outcome = self.on_receipt(receipt.message_id, receipt.status, receipt.error)
             if inspect.isawaitable(outcome):
                 await outcome
 
+    async def _write_receipts(self) -> None:
+        assert self.redis is not None
+        while True:
+            batch = [await self._receipts.get()]
+            while not self._receipts.empty() and len(batch) < RECEIPT_BATCH:
+                batch.append(self._receipts.get_nowait())
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for receipt in batch:
+                        pipe.set(keys.receipt(receipt.message_id), receipt.as_json(), ex=keys.RECEIPT_TTL_SECONDS)
+                    await pipe.execute()
+            except Exception as exc:  # a receipt store failure must not break sending
+                log.warning("could not store %d delivery receipts: %s", len(batch), exc)
+            finally:
+                for _ in batch:
+                    self._receipts.task_done()
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        if self._receipt_writer is not None:
+            # Receipts that arrived while this provider was open are stored before it closes.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._receipts.join(), timeout=2.0)
+            self._receipt_writer.cancel()
+            self._receipt_writer = None
+        if self._receipts_dropped:
+            log.warning("%d delivery receipts were not stored (queue full)", self._receipts_dropped)

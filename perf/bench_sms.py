@@ -21,6 +21,8 @@ Prints one JSON line; writes perf/results/sms-<provider>-<N>-w<K>-r<R>.json, .md
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import mmap
 import os
@@ -226,10 +228,8 @@ class Stack:
                 process.kill()
                 process.wait()
         for pid in grandchildren:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         if self.redis_process is not None:
             stop_redis(self.redis_process)
         if not self.args.keep:
@@ -457,8 +457,9 @@ def write_plot(result: dict, path: Path) -> str:
     ax.step(range(len(counts)), counts, where="post", label="received at the simulator (per 1 s)")
     samples = series["samples"]
     if len(samples) > 1:
-        xs = [(a[0] + b[0]) / 2 - t0 for a, b in zip(samples, samples[1:])]
-        ys = [(b[1] - a[1]) / (b[0] - a[0]) if b[0] > a[0] else 0 for a, b in zip(samples, samples[1:])]
+        pairs = list(itertools.pairwise(samples))
+        xs = [(a[0] + b[0]) / 2 - t0 for a, b in pairs]
+        ys = [(b[1] - a[1]) / (b[0] - a[0]) if b[0] > a[0] else 0 for a, b in pairs]
         ax.plot(xs, ys, alpha=0.6, label="sender-side 'sent' (progress API)")
     ax.axhline(result["rate_cap"], color="red", linestyle="--", linewidth=1, label=f"rate cap {result['rate_cap']}/s")
     ax.set_ylim(0, max(max(counts), 1) * 1.15 if result["rate_cap"] > 3 * max(counts) else
@@ -471,7 +472,7 @@ def write_plot(result: dict, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return str(path.relative_to(ROOT))
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def write_results(result: dict, results_dir: Path, command: str) -> None:

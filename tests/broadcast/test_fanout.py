@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -258,3 +259,28 @@ async def test_progress_is_served_per_channel(client, auth, settings, fanout_env
     assert sms["pending"] == 0 and sms["eta_seconds"] == 0.0 and sms["failed"] == 0
     assert body["totals"]["targeted"] == sum(c["targeted"] for c in body["channels"].values())
     assert (await client.get("/api/alerts/nope/progress", headers=auth["dave"])).status == 404
+
+
+async def test_metrics_and_the_cli_progress_view_show_the_fan_out(client, auth, settings, fanout_env,
+                                                                  redis_client) -> None:
+    issued = await issue_sms_alert(client, auth)
+    work()
+    response = await client.get("/metrics", headers=auth["erin"])
+    assert response.status == 200 and response.content_type == "text/plain"
+    text = await response.text()
+    targeted = issued["targets"]["counts"]["sms"]
+    assert f'broadcast_recipients{{alert="{issued["id"]}",channel="sms",state="sent"}} {targeted}' in text
+    assert f'broadcast_recipients{{alert="{issued["id"]}",channel="sms",state="pending"}} 0' in text
+    assert (await client.get("/metrics")).status == 401
+    # The CLI's progress display, against the same service over HTTP.
+    server_url = str(client.make_url("")).rstrip("/")
+    token = auth["erin"]["Authorization"].split()[1]
+    # Asynchronously: the test server answering it runs on this test's event loop.
+    process = await asyncio.create_subprocess_exec(str(BIN / "broadcast"), "alert", "--url", server_url, "--token",
+                                                   token, "progress", issued["id"], stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    out = stdout.decode()
+    assert process.returncode == 0, stderr
+    sms_line = next(line for line in out.splitlines() if line.lstrip().startswith("sms"))
+    assert "#" * 40 in sms_line and f"{targeted:,}" in sms_line and "100.0%" in sms_line
