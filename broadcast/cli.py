@@ -164,6 +164,17 @@ def _levels():  # type: ignore[no-untyped-def]
     return tuple(Level)
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    """``broadcast bench sms ...``: the SMS fan-out benchmark (perf/bench_sms.py), options passed through."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "perf" / f"bench_{args.benchmark}.py"
+    if not script.is_file():
+        print(f"error: {script} is missing (benchmarks run from a checkout)", file=sys.stderr)
+        return EXIT_USAGE
+    return subprocess.call([sys.executable, str(script), *args.options])
+
+
 def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
     from ops.simulators.run import run
 
@@ -382,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--channel", action="append", help="only this channel (repeatable)")
     sample.add_argument("--limit", type=int, default=3, help="recipients per channel (default 3)")
     commands.add_parser("sim", help="run every local simulator in the foreground").set_defaults(run=cmd_sim)
+    bench = commands.add_parser("bench", help="benchmarks: `broadcast bench sms --provider smpp|twilio --recipients N "
+                                              "--rate R [--workers K] [--latency-ms L]` (see perf/README.md)")
+    bench.add_argument("benchmark", choices=["sms", "subscribers", "targeting"])
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="passed to perf/bench_<benchmark>.py")
+    bench.set_defaults(run=cmd_bench)
 
     gazetteer = commands.add_parser("gazetteer", help="import or export administrative boundaries")
     gazetteer_commands = gazetteer.add_subparsers(dest="gazetteer_command", required=True)
