@@ -64,7 +64,12 @@ def disseminate(alert_id: str) -> str:
     assert record.dissemination is not None
     if record.state is State.ISSUED:
         targets = service.targets.get()
-        targeted = fanout.start(job.connection, record, targets, service.settings, webhook_partners(job.connection))
+        partners = webhook_partners(job.connection)
+        targeted = fanout.start(job.connection, record, targets, service.settings, partners)
+        # The first look-ahead of every channel is planned here, so the first batches are queued
+        # before this job ends (the planning jobs start() queued then find nothing left to do).
+        for channel in targeted:
+            fanout.plan(job.connection, record, channel, targets, service.settings, partners)
         audit.append(job.connection, AuditEntry(
             at=service.now(), actor="system", action="fan-out", alert_id=record.id,
             detail=", ".join(f"{channel} {count}" for channel, count in targeted.items())))

@@ -7,11 +7,31 @@ reminders) runs inside workers started with ``with_scheduler``; RQ elects one at
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from rq import SimpleWorker, Worker
 
 from broadcast.queues import WORKER_QUEUES
 from broadcast.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def warm_up(connection: redis.Redis, settings: Settings) -> None:
+    """Load the signal catalogue and the current registries before the first job, not during it.
+
+    The first SMS of a red warning should leave within a second of approval; reading the
+    facility registry alone takes about a second, so it happens here, once per process.
+    """
+    from broadcast.signals import load_catalogue
+    from geotarget.registry import RegistryStore, TargetCache
+
+    load_catalogue()
+    try:
+        TargetCache(RegistryStore(connection, settings.data_dir)).get()
+    except (redis.RedisError, OSError) as exc:
+        log.warning("could not pre-load the registries (%s); the first job will", exc)
 
 
 def run_worker(settings: Settings, *, name: str | None = None, burst: bool = False, fork: bool = False,
@@ -26,6 +46,7 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
         True if the worker processed any job.
     """
     connection = redis.Redis.from_url(settings.effective_redis_url)
+    warm_up(connection, settings)
     worker_class = Worker if fork else SimpleWorker
     worker = worker_class(list(WORKER_QUEUES), name=name, connection=connection)
     return worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO", max_jobs=max_jobs)
