@@ -148,6 +148,14 @@ def _lonlat(lon: Any, lat: Any) -> tuple[float, float]:
     return _number(lon, "lon", -180.0, 180.0), _number(lat, "lat", -90.0, 90.0)
 
 
+def _check_point_entry(entry: Any) -> None:
+    """An entry placed at a point (a site, a screen, a loudspeaker): a text id and lon/lat in range."""
+    _text(entry.id, "id")
+    lon, lat = _lonlat(entry.lon, entry.lat)
+    _set(entry, "lon", lon)
+    _set(entry, "lat", lat)
+
+
 def _check_area(geometry: Any, name: str, types: tuple[type, ...]) -> None:
     if not isinstance(geometry, types) or geometry.is_empty:
         raise _fail(f"{name} must be a non-empty {' or '.join(t.__name__ for t in types)}", name)
@@ -205,10 +213,7 @@ class CellSite:
     sectors: tuple[Sector, ...]
 
     def __post_init__(self) -> None:
-        _text(self.id, "id")
-        lon, lat = _lonlat(self.lon, self.lat)
-        _set(self, "lon", lon)
-        _set(self, "lat", lat)
+        _check_point_entry(self)
         sectors = tuple(sorted(self.sectors, key=lambda s: s.number))
         if not sectors:
             raise _fail(f"site {self.id} has no sectors", "sectors")
@@ -237,10 +242,7 @@ class Screen:
     community: str
 
     def __post_init__(self) -> None:
-        _text(self.id, "id")
-        lon, lat = _lonlat(self.lon, self.lat)
-        _set(self, "lon", lon)
-        _set(self, "lat", lat)
+        _check_point_entry(self)
         _set(self, "size_inches", _number(self.size_inches, "size_inches", 0.0, 10_000.0, lo_open=True))
         _integer(self.lines, "lines", 1, 1000)
         _integer(self.chars_per_line, "chars_per_line", 1, 10_000)
@@ -295,10 +297,7 @@ class Loudspeaker:
     community: str
 
     def __post_init__(self) -> None:
-        _text(self.id, "id")
-        lon, lat = _lonlat(self.lon, self.lat)
-        _set(self, "lon", lon)
-        _set(self, "lat", lat)
+        _check_point_entry(self)
         _text(self.community, "community")
 
 
