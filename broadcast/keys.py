@@ -164,3 +164,22 @@ def rate_aimd(account: str) -> str:
 
 
 RATE_AIMD_TTL_SECONDS = 600
+
+
+# Hash: unit code -> linkage task JSON (broadcast.linkage.Task) of one alert. Permanent, like
+# the alert record: it is the record of who confirmed their response and when.
+def linkage_tasks(alert_id: str) -> str:
+    return f"{PREFIX}linkage:tasks:{alert_id}"
+
+
+# Stream: every change of one alert's linkage tasks (type, unit, task JSON), trimmed to
+# broadcast.linkage.EVENTS_KEPT; the supervision stream (SSE) reads it.
+def linkage_events(alert_id: str) -> str:
+    return f"{PREFIX}linkage:events:{alert_id}"
+
+
+# Set: ids of alerts that have linkage tasks.
+LINKAGE_ALERTS = f"{PREFIX}linkage:alerts"
+
+# Hash: API user name -> comma-separated unit codes that user (role officer) acts for (broadcast.roster).
+USER_UNITS = f"{PREFIX}roster:user-units"
