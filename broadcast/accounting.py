@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from broadcast import keys
 
@@ -32,13 +33,17 @@ RATE_WINDOW_SECONDS = 5
 # KEYS[1] progress hash, KEYS[2] done key (bitmap or set), KEYS[3] reached key (bitmap or set),
 # KEYS[4] per-second sent counts (hash).
 # ARGV[1] channel, ARGV[2] "bits" or "set", ARGV[3] epoch second now, ARGV[4] TTL seconds,
-# then triples: slot, outcome ("sent" | "failed" | "suppressed"), unused.
+# ARGV[5] receipt-owner key prefix, ARGV[6] early-receipt key prefix, ARGV[7] owner TTL,
+# then triples: slot, outcome ("sent" | "failed" | "suppressed"), provider message id ("" if none).
+# A sent message with a provider id gets its receipt owner (broadcast.receipts), or, when its
+# final receipt came first, has that receipt counted now.
 # Returns how many were newly final (the rest were final already).
 FINALIZE = """
 local channel, kind, second, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local owner_prefix, early_prefix, owner_ttl = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local fresh = 0
-for i = 5, #ARGV, 3 do
-  local slot, outcome = ARGV[i], ARGV[i + 1]
+for i = 8, #ARGV, 3 do
+  local slot, outcome, ref = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local was
   if kind == 'bits' then
     was = redis.call('SETBIT', KEYS[2], tonumber(slot), 1)
@@ -55,6 +60,15 @@ for i = 5, #ARGV, 3 do
         redis.call('SADD', KEYS[3], slot)
       end
       redis.call('HINCRBY', KEYS[4], second, 1)
+      if ref ~= '' then
+        local early = redis.call('GET', early_prefix .. ref)
+        if early then
+          redis.call('HINCRBY', KEYS[1], channel .. ':' .. early, 1)
+          redis.call('DEL', early_prefix .. ref)
+        else
+          redis.call('SET', owner_prefix .. ref, KEYS[1] .. '|' .. channel, 'EX', owner_ttl)
+        end
+      end
     end
   end
 end
@@ -100,21 +114,52 @@ def add(client: redis.Redis | redis.client.Pipeline, alert_id: str, channel: str
             client.hincrby(keys.progress(alert_id), f"{channel}:{counter}", delta)
 
 
-def finalize(client: redis.Redis, alert_id: str, channel: str, outcomes: Sequence[tuple[str | int, str]],
-             ttl_seconds: int) -> int:
-    """Record final outcomes (slot, "sent" | "failed" | "suppressed"); returns how many were new."""
+def finalize(client: redis.Redis, alert_id: str, channel: str,
+             outcomes: Sequence[tuple[str | int, str] | tuple[str | int, str, str | None]], ttl_seconds: int) -> int:
+    """Record final outcomes (slot, "sent" | "failed" | "suppressed"[, provider message id]);
+    returns how many were new."""
     if not outcomes:
         return 0
-    args: list[Any] = [channel, done_kind(channel), int(time.time()), ttl_seconds]
-    for slot, outcome in outcomes:
-        args += [slot, outcome, ""]
-    script = client.register_script(FINALIZE)
-    return int(script(keys=[keys.progress(alert_id), keys.done(alert_id, channel), keys.reached(alert_id, channel),
-                            keys.sent_per_second(alert_id, channel)], args=args))
+    return int(client.eval(FINALIZE, *_finalize_args(alert_id, channel, outcomes, ttl_seconds)))  # type: ignore[arg-type]
+
+
+async def finalize_async(client: redis.asyncio.Redis, alert_id: str, channel: str,
+                         outcomes: Sequence[tuple[str | int, str] | tuple[str | int, str, str | None]],
+                         ttl_seconds: int) -> int:
+    """:func:`finalize` on the sender's event loop, without blocking it."""
+    if not outcomes:
+        return 0
+    return int(await client.eval(FINALIZE, *_finalize_args(alert_id, channel, outcomes, ttl_seconds)))  # type: ignore[misc]
+
+
+def _finalize_args(alert_id: str, channel: str,
+                   outcomes: Sequence[tuple[str | int, str] | tuple[str | int, str, str | None]],
+                   ttl_seconds: int) -> list[Any]:
+    args: list[Any] = [4, keys.progress(alert_id), keys.done(alert_id, channel), keys.reached(alert_id, channel),
+                       keys.sent_per_second(alert_id, channel),
+                       channel, done_kind(channel), int(time.time()), ttl_seconds, keys.receipt_owner(""),
+                       keys.receipt_early(""), keys.RECEIPT_OWNER_TTL_SECONDS]
+    for slot, outcome, *ref in outcomes:
+        args += [slot, outcome, (ref[0] if ref else None) or ""]
+    return args
+
+
+MAX_BITMAP_SPAN = 1 << 16  # bytes of the done bitmap read at once; sparser batches ask bit by bit
 
 
 def already_final(client: redis.Redis, alert_id: str, channel: str, slots: Sequence[str | int]) -> list[bool]:
     key = keys.done(alert_id, channel)
+    if slots and done_kind(channel) == "bits":
+        rows = [int(slot) for slot in slots]
+        low, high = min(rows) >> 3, max(rows) >> 3
+        if high - low < MAX_BITMAP_SPAN:
+            # A batch's rows lie close together: one GETRANGE, and the bits are read here.
+            chunk = client.getrange(key, low, high)
+            found = []
+            for row in rows:
+                at = (row >> 3) - low
+                found.append(at < len(chunk) and bool(chunk[at] >> (7 - (row & 7)) & 1))
+            return found
     with client.pipeline(transaction=False) as pipe:
         for slot in slots:
             if done_kind(channel) == "bits":

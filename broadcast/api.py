@@ -17,7 +17,7 @@ import redis
 import shapely.geometry
 from aiohttp import web
 
-from broadcast import accounting, cap, feed, metrics
+from broadcast import accounting, cap, feed, linkage_api, metrics, supervision_api
 from broadcast.alerts import Actor, AlertService
 from broadcast.errors import BroadcastError, InvalidInput, MalformedInput, PayloadTooLarge, Unauthenticated
 from broadcast.openapi import openapi_document
@@ -41,8 +41,11 @@ USER = web.RequestKey("user", User)  # the authenticated user
 
 PUBLIC_PATHS = frozenset({"/healthz"})
 # Providers cannot send our bearer tokens: their callbacks are checked by their own signatures
-# (channels/twilio_callbacks.py); the CAP feed is public by design (broadcast/feed.py).
-PUBLIC_PREFIXES = ("/api/callbacks/", "/feed/")
+# (channels/twilio_callbacks.py); the CAP feed is public by design (broadcast/feed.py); the live
+# linkage page holds no data and asks for a token itself (broadcast/supervision_api.py).
+PUBLIC_PREFIXES = ("/api/callbacks/", "/feed/", "/linkage/", "/ack/")  # /ack/: the signed token is the credential
+# Browsers' EventSource cannot send headers: these streams also take the token as ?access_token=.
+QUERY_TOKEN_SUFFIXES = ("/linkage/stream",)
 CAP_CONTENT_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -79,6 +82,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    if not header and request.path.endswith(QUERY_TOKEN_SUFFIXES) and request.query.get("access_token"):
+        scheme, token = "bearer", request.query["access_token"]
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("send 'Authorization: Bearer <token>'", field="Authorization")
     request[USER] = await asyncio.to_thread(request.app[USERS].authenticate, token.strip())
@@ -331,6 +336,9 @@ def create_app(settings: Settings) -> web.Application:
                                 public_base_url=settings.public_url)
     app.cleanup_ctx.append(twilio_callbacks.redis_ctx(settings.effective_redis_url))
     feed.add_routes(app, REDIS, base_url=settings.public_url)
+    linkage_api.add_routes(app, SERVICE, USER)
+    supervision_api.add_routes(app, redis_url=settings.effective_redis_url, redis_key=REDIS, service_key=SERVICE,
+                               user_key=USER)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/metrics", prometheus_metrics)

@@ -7,6 +7,7 @@
     broadcast user list | token NAME | remove NAME
     broadcast alert create|list|show|edit|submit|approve|reject|update|cancel|cap|audit|progress ...
     broadcast signals                      the warning-signal catalogue
+    broadcast roster import FILE | generate-demo | show CODE   duty officers per unit
 
 ``alert`` subcommands talk to the running service over HTTP (``BROADCAST_URL``, default
 from the settings; token from ``--token`` or ``BROADCAST_TOKEN``), so scripts go
@@ -155,6 +156,33 @@ def cmd_registry(settings: Settings, args: argparse.Namespace) -> int:
         version = store.publish("facilities", lambda d: FacilityRegistry.load(args.path).save(d),
                                 note=f"imported from {args.path}")
     print(f"published {args.kind} {version}")
+    return 0
+
+
+def cmd_roster(settings: Settings, args: argparse.Namespace) -> int:
+    from broadcast.roster import RosterStore, demo_roster, parse_csv
+
+    store, cache = _registry(settings)
+    roster = RosterStore(store.redis, settings.timezone)
+    gazetteer = cache.get().gazetteer
+    if args.roster_command == "import":
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            print(f"error: cannot read {args.file}: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        count = roster.replace(parse_csv(text, gazetteer, source=args.file), source=args.file)
+        print(f"imported {count} officers from {args.file}")
+    elif args.roster_command == "generate-demo":
+        count = roster.replace(demo_roster(gazetteer), source="demo")
+        print(f"generated the demo roster: {count} officers")
+    else:
+        gazetteer.unit(args.code)  # NotFound for an unknown unit
+        officers = roster.of_unit(args.code)
+        if not officers:
+            print(f"error: nobody answers for unit {args.code} on the roster", file=sys.stderr)
+            return EXIT_REFUSED
+        print(json.dumps([o.as_dict() for o in officers], ensure_ascii=False, indent=2))
     return 0
 
 
@@ -417,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     gazetteer_commands.add_parser("export", help="write the current gazetteer as GeoJSON").add_argument("file")
     gazetteer_commands.add_parser("reset", help="make the built-in demo gazetteer current again")
     gazetteer.set_defaults(run=cmd_gazetteer)
+
+    roster = commands.add_parser("roster", help="duty officers of every unit (CSV format: see the README)")
+    roster_commands = roster.add_subparsers(dest="roster_command", required=True)
+    roster_commands.add_parser("import", help="replace the roster with a CSV file (nothing changes if a row is "
+                                              "bad)").add_argument("file")
+    roster_commands.add_parser("generate-demo", help="a primary and a deputy for every unit of the gazetteer")
+    roster_commands.add_parser("show", help="the officers of one unit, as JSON").add_argument("code")
+    roster.set_defaults(run=cmd_roster)
 
     registry = commands.add_parser("registry", help="target registries: subscribers, facilities")
     registry_commands = registry.add_subparsers(dest="registry_command", required=True)

@@ -8,14 +8,13 @@ batches of one channel; ``send_batch`` sends one batch (:mod:`broadcast.sender`)
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 
 import redis
 from rq import get_current_job
 
-from broadcast import accounting, audit, cap, fanout, keys, sender, workflow
+from broadcast import accounting, audit, cap, fanout, keys, linkage_jobs, sender, workflow
 from broadcast.alerts import Actor, AlertService
 from broadcast.audit import AuditEntry
 from broadcast.records import AlertRecord, Dissemination, State
@@ -64,6 +63,8 @@ def disseminate(alert_id: str) -> str:
     assert record.dissemination is not None
     if record.state is State.ISSUED:
         targets = service.targets.get()
+        # Officers go first: their tasks and notices are queued before the public fan-out.
+        linkage_jobs.on_issue(job.connection, record, targets.gazetteer, service.settings)
         partners = webhook_partners(job.connection)
         targeted = fanout.start(job.connection, record, targets, service.settings, partners)
         # The first look-ahead of every channel is planned here, so the first batches are queued
@@ -106,9 +107,10 @@ def send_batch(batch_json: str) -> dict[str, int]:
         record = service.expire(batch.alert_id)
     targets = _pinned(service, client, batch.alert_id)
     try:
-        report = asyncio.run(sender.run_batch(batch, record, signal=service.signal_of(record),
+        runtime = sender.runtime(service.settings)
+        report = runtime.run(sender.run_batch(batch, record, signal=service.signal_of(record),
                                               cap_xml=cap.to_xml(record.alert), targets=targets,
-                                              settings=service.settings, client=client))
+                                              settings=service.settings, client=client, pool=runtime.pool))
     finally:
         # Whatever happened, this batch is no longer waiting; a re-run (RQ retry) counts it again.
         accounting.add(client, batch.alert_id, batch.channel, queued=-batch.size)
@@ -119,4 +121,8 @@ def send_batch(batch_json: str) -> dict[str, int]:
 
 def expire(alert_id: str) -> str:
     """Scheduled at issue for the alert's expiry time; a no-op if it was updated or cancelled first."""
-    return _service().expire(alert_id).state.value
+    service = _service()
+    record = service.expire(alert_id)
+    if record.state is State.EXPIRED:
+        linkage_jobs.close_tasks(service.store.redis, alert_id, "expired")
+    return record.state.value

@@ -78,6 +78,22 @@ def receipt(provider_ref: str) -> str:
 RECEIPT_TTL_SECONDS = 7 * 86400
 
 
+# String: provider message id -> "<alert id>|<channel>", written when the message is recorded
+# sent, deleted when its final receipt is counted (broadcast.receipts); kept one day at most.
+def receipt_owner(provider_ref: str) -> str:
+    return f"{PREFIX}receipt-owner:{provider_ref}"
+
+
+# String: provider message id -> "delivered" | "undelivered", for a final receipt that arrived
+# before its message was recorded sent (the send is counted then); kept one hour.
+def receipt_early(provider_ref: str) -> str:
+    return f"{PREFIX}receipt-early:{provider_ref}"
+
+
+RECEIPT_OWNER_TTL_SECONDS = 86400
+RECEIPT_EARLY_TTL_SECONDS = 3600
+
+
 # Hash: recipient id -> JSON acknowledgement (channel, call_sid, digits, to, time) of one alert;
 # the first acknowledgement of a recipient is kept. Written by the Twilio voice callback;
 # kept ACK_TTL_SECONDS after the last acknowledgement.
@@ -183,3 +199,29 @@ LINKAGE_ALERTS = f"{PREFIX}linkage:alerts"
 
 # Hash: API user name -> comma-separated unit codes that user (role officer) acts for (broadcast.roster).
 USER_UNITS = f"{PREFIX}roster:user-units"
+
+# ---------------------------------------------------------------- roster (broadcast/roster.py)
+# Owned by the roster: an import replaces all of them in one MULTI/EXEC; permanent until then.
+
+# Hash: officer id -> officer JSON (broadcast.roster.Officer).
+ROSTER_OFFICERS = f"{PREFIX}roster:officers"
+# Hash: unit code -> JSON list of its officer ids, primaries first, then deputies (file order within a rank).
+ROSTER_UNITS = f"{PREFIX}roster:units"
+# Hash: phone (E.164, "+86...") -> comma-separated ids of the officers with that SMS or voice number,
+# so an SMS reply finds who sent it.
+ROSTER_PHONES = f"{PREFIX}roster:phones"
+# Hash: source, imported_at, officers, units: what the current roster is.
+ROSTER_META = f"{PREFIX}roster:meta"
+# Set: API user names the roster bound to units (in USER_UNITS); the next import unbinds those it drops.
+ROSTER_USERS = f"{PREFIX}roster:users"
+
+# ---------------------------------------------------------------- acknowledgement links (broadcast/ack_links.py)
+
+# String: the random HMAC key of acknowledgement links when settings.ack_link_secret is unset,
+# written once (SET NX) by whichever process needs it first. Permanent: deleting it voids every link.
+ACK_LINK_SECRET = f"{PREFIX}ack-link:secret"
+
+# Hash: officer id -> id of the alert the officer was last notified of (an SMS reply acknowledges
+# that alert's task). Expires LATEST_NOTICE_TTL_SECONDS after the last notice.
+LINKAGE_LATEST_NOTICE = f"{PREFIX}linkage:latest-notice"
+LATEST_NOTICE_TTL_SECONDS = 30 * 86400

@@ -194,6 +194,27 @@ def contacted(task: Task, contact: Contact, *, escalation: int | None = None) ->
                    escalation=task.escalation if escalation is None else escalation, version=task.version + 1)
 
 
+def contacted_all(task: Task, contacts: Iterable[Contact]) -> Task | None:
+    """Several notifications sent about the task (None when there are none)."""
+    added = tuple(contacts)
+    if not added:
+        return None
+    return replace(task, contacts=(*task.contacts, *added), version=task.version + 1)
+
+
+def escalate(task: Task, step: int, contacts: Iterable[Contact] = ()) -> Task | None:
+    """Escalation ``step`` (1: the deputy, 2: the supervising unit) of a task still open, with the
+    notifications it sent; None when the task was answered or closed meanwhile, or is past that step."""
+    if task.state is not TaskState.OPEN or task.escalation >= step:
+        return None
+    return replace(task, contacts=(*task.contacts, *contacts), escalation=step, version=task.version + 1)
+
+
+def carried(task: Task, alert_id: str) -> Task:
+    """The task as an Update that does not raise the level takes it over: same unit, deadline and history."""
+    return replace(task, alert_id=alert_id)
+
+
 # ---------------------------------------------------------------- the store
 
 # Replace a task only if it still is what the change was computed from, and log the change.
@@ -280,4 +301,4 @@ def now() -> float:
 
 
 __all__ = ["AckStatus", "AckVia", "Acknowledgement", "Contact", "LinkageStore", "Task", "TaskState", "acknowledge",
-           "check_note", "close", "contacted"]
+           "carried", "check_note", "close", "contacted", "contacted_all", "escalate"]

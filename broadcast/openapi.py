@@ -162,6 +162,65 @@ SCHEMAS: dict[str, Any] = {
             "dissemination": {"type": ["object", "null"]}, "version": {"type": "integer"},
         },
     },
+    "LinkageTask": {
+        "type": ["object", "null"], "description": "null for a unit shown only as the parent of units with tasks",
+        "properties": {"state": {"enum": ["open", "acknowledged", "closed"]},
+                       "status": {"enum": ["received", "linkage_started", "cannot_comply", None]},
+                       "opened_at": {"type": "number", "description": "epoch seconds, like every time here"},
+                       "deadline": {"type": "number"}, "acknowledged_at": {"type": ["number", "null"]},
+                       "seconds_to_acknowledge": {"type": ["number", "null"]},
+                       "acknowledged_by": {"type": "array", "items": STRING}, "note": STRING,
+                       "overdue": {"type": "boolean", "description": "open at or past its deadline"},
+                       "late": {"type": "boolean", "description": "acknowledged after its deadline"},
+                       "escalation": {"type": "integer", "description": "0 none, 1 deputy, 2 supervising unit"},
+                       "last_contact": {"type": ["object", "null"]}, "closed_reason": STRING,
+                       "version": {"type": "integer", "description": "grows with every change of the task"}}},
+    "LinkageTaskRecord": {
+        "type": "object", "description": "one unit's task as stored (broadcast.linkage.Task), times in epoch seconds",
+        "properties": {"alert_id": STRING, "unit": STRING, "name": STRING, "name_en": STRING,
+                       "level": {"enum": ["city", "district", "street", "community"]},
+                       "parent": {"type": ["string", "null"]}, "opened_at": {"type": "number"},
+                       "deadline": {"type": "number"}, "state": {"enum": ["open", "acknowledged", "closed"]},
+                       "status": {"enum": ["received", "linkage_started", "cannot_comply", None]},
+                       "overdue": {"type": "boolean"},
+                       "acknowledgements": {"type": "array", "items": {"type": "object", "properties": {
+                           "officer": STRING, "at": {"type": "number"},
+                           "via": {"enum": ["link", "api", "sms", "voice"]},
+                           "status": {"enum": ["received", "linkage_started", "cannot_comply"]}, "note": STRING}}},
+                       "contacts": {"type": "array", "items": {"type": "object", "properties": {
+                           "kind": {"enum": ["notice", "reminder", "escalation"]}, "at": {"type": "number"},
+                           "officer": {"type": ["string", "null"]}, "channel": STRING, "unit": STRING}}},
+                       "escalation": {"type": "integer", "description": "0 none, 1 deputy, 2 supervising unit"},
+                       "closed_reason": STRING, "version": {"type": "integer"},
+                       "changed": {"type": "boolean", "description": "on acknowledge: whether the answer was new"}},
+    },
+    "LinkageRollup": {
+        "type": "object",
+        "properties": {**{name: {"type": "integer"} for name in (
+            "total", "acknowledged", "received", "linkage_started", "cannot_comply", "open", "overdue", "closed",
+            "late")},
+            "percent_confirmed": {"type": ["number", "null"], "description": "acknowledged (any status) / total"},
+            "median_seconds_to_acknowledge": {"type": ["number", "null"]}},
+    },
+    "LinkageRollups": {
+        "type": "object",
+        "properties": {"all": _ref("LinkageRollup"),
+                       "levels": {"type": "object", "additionalProperties": _ref("LinkageRollup")}},
+    },
+    "LinkageNode": {
+        "type": "object",
+        "properties": {"code": STRING, "level": STRING, "name_zh": STRING, "name_en": STRING,
+                       "parent": {"type": ["string", "null"]}, "task": _ref("LinkageTask"),
+                       "rollup": {**_ref("LinkageRollups"), "description": "the subtree's (nodes with children)"},
+                       "children": {"type": "array", "items": _ref("LinkageNode")}},
+    },
+    "LinkageView": {
+        "type": "object",
+        "properties": {"alert_id": STRING, "now": {"type": "number"},
+                       "tree": {"type": "array", "items": _ref("LinkageNode"),
+                                "description": "the roots: the city, or the officer's units"},
+                       "rollups": _ref("LinkageRollups")},
+    },
     "AuditEntry": {
         "type": "object",
         "properties": {"at": TIME, "actor": STRING, "action": STRING, "outcome": {"enum": ["ok", "refused"]},
@@ -195,7 +254,36 @@ def _op(summary: str, roles: str, ok: int, ok_schema: dict[str, Any], *errors: i
 
 
 ID = [{"name": "id", "in": "path", "required": True, "schema": STRING}]
+UNIT = {"name": "unit", "in": "path", "required": True, "schema": STRING, "description": "gazetteer code"}
+ACK_BODY = {"type": "object", "required": ["status"], "additionalProperties": False, "properties": {
+    "status": {"enum": ["received", "linkage_started", "cannot_comply"]},
+    "note": {"type": "string", "maxLength": 500, "description": "what was started; required for cannot_comply"}}}
 REASON = _json({"type": "object", "required": ["reason"], "properties": {"reason": STRING}})
+
+
+_LINKAGE_ROLES = "any; an officer sees the subtrees of the units they act for (403 when none)"
+SUPERVISION_PATHS: dict[str, Any] = {  # broadcast/supervision_api.py
+    "/api/alerts/{id}/linkage": {"parameters": ID, "get": _op(
+        "the alert's linkage tree city -> districts -> streets -> communities (units with a task and their "
+        "ancestors), each node with its task's state, status, time to acknowledge, deadline, overdue and late "
+        "flags, escalation and last contact, subtree rollups on nodes with children; rollups per level",
+        _LINKAGE_ROLES, 200, _ref("LinkageView"), 403, 404)},
+    "/api/alerts/{id}/linkage/stream": {"parameters": ID, "get": {
+        "summary": "server-sent events: a snapshot (as GET .../linkage), then every change of a task in the "
+                   "caller's scope (event id = Redis stream id: reconnect with Last-Event-ID to resume exactly), "
+                   "rollups at most once a second, ': keepalive' comments",
+        "description": f"Roles: {_LINKAGE_ROLES}. The bearer token may also come as ?access_token= (EventSource "
+                       "cannot send headers; query strings reach access logs, so prefer the header).",
+        "parameters": [{"name": "access_token", "in": "query", "schema": STRING},
+                       {"name": "Last-Event-ID", "in": "header", "schema": STRING}],
+        "responses": {"200": {"description": "the event stream", "content": {"text/event-stream": {
+            "schema": STRING, "example": "id: 1767225600000-0\nevent: change\ndata: {\"type\": \"acknowledged\", "
+                                         "\"unit\": \"440304\", \"node\": {}}\n\n"}}},
+                      **_errors(401, 403, 404, 422)}}},
+    "/linkage/{id}": {"parameters": ID, "get": {
+        "summary": "the live linkage page (HTML; asks for a token, then follows the stream)", "security": [],
+        "responses": {"200": {"description": "text/html"}}}},
+}
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
@@ -266,6 +354,40 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "summary": "Twilio <Gather> keypress (Digits=1 acknowledges); answers TwiML", "security": [],
             "description": "No bearer token: checked by X-Twilio-Signature instead.",
             "responses": {"200": {"description": "TwiML"}, "403": {"description": "bad signature"}}}},
+        "/api/callbacks/twilio/sms": {"post": {
+            "summary": "Twilio inbound SMS (From, Body): an officer's reply '1' / '2 note' / '3 reason' acknowledges "
+                       "their unit's task of the alert they were last notified of; answers TwiML with the reply",
+            "security": [], "description": "No bearer token: checked by X-Twilio-Signature instead.",
+            "responses": {"200": {"description": "TwiML <Message>"}, "403": {"description": "bad signature"}}}},
+        "/api/alerts/{id}/linkage/{unit}": {
+            "parameters": [*ID, UNIT], "get": _op(
+                "one unit's linkage task: state, deadline, acknowledgements, contacts, escalation",
+                "any; an officer only for their own units and those below", 200, _ref("LinkageTaskRecord"), 403, 404)},
+        "/api/alerts/{id}/linkage/{unit}/acknowledge": {
+            "parameters": [*ID, UNIT], "post": _op(
+                "acknowledge the unit's task (again with the same answer: no change)",
+                "officer bound to the unit", 200, _ref("LinkageTaskRecord"), 400, 403, 404, 409, 422,
+                body=_json(ACK_BODY))},
+        "/ack/{token}": {
+            "parameters": [{"name": "token", "in": "path", "required": True, "schema": STRING,
+                            "description": "signed by the service: alert, unit, officer, expiry"}],
+            "get": {"summary": "the officer's acknowledgement page (HTML, zh-CN + en): the warning and a form",
+                    "security": [], "responses": {
+                        "200": {"description": "the page", "content": {"text/html": {"schema": STRING}}},
+                        "403": {"description": "forged or altered link, or the officer no longer on duty for the unit"},
+                        "404": {"description": "no such alert or task"},
+                        "410": {"description": "the link expired with its alert"}}},
+            "post": {"summary": "acknowledge by the link: form (status, note) answers the page, JSON answers JSON",
+                     "security": [],
+                     "requestBody": {"required": True, "content": {
+                         "application/x-www-form-urlencoded": {"schema": ACK_BODY}, **_json(ACK_BODY)}},
+                     "responses": {
+                         "200": {"description": "recorded", "content": {"text/html": {"schema": STRING},
+                                                                        **_json(_ref("LinkageTaskRecord"))}},
+                         "403": {"description": "forged or altered link"}, "404": {"description": "no such task"},
+                         "409": {"description": "the alert was cancelled, updated or expired"},
+                         "410": {"description": "the link expired"},
+                         "422": {"description": "bad status, or the note too long / missing for cannot_comply"}}}},
         "/feed/cap.atom": {"get": {
             "summary": "public Atom feed of active CAP alerts (ETag / If-None-Match; ?lang=en)", "security": [],
             "responses": {"200": {"description": "Atom 1.0",
@@ -282,6 +404,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "/api/alerts/{id}/audit": {"parameters": ID, "get": _op(
             "the alert's append-only audit trail", "forecaster, approver, ops, admin", 200,
             {"type": "object", "properties": {"entries": {"type": "array", "items": _ref("AuditEntry")}}}, 403, 404)},
+        **SUPERVISION_PATHS,
     }
     return {
         "openapi": "3.1.0",

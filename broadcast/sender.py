@@ -15,19 +15,25 @@ A batch job (one RQ job = one batch of up to ~1,000 recipients) runs one asyncio
    jitter up to ``max_send_attempts``, then ``failed`` and a dead-letter entry.
 
 The remaining window for a duplicate: a worker killed after the provider accepted a
-message but before its outcome was recorded (one chunk in flight, milliseconds) sends that
-chunk again when RQ re-runs the batch. Providers with an idempotency key (WeChat's
+message but before its outcome was recorded (at most ``sender_lanes`` chunks in flight,
+milliseconds) sends those chunks again when RQ re-runs the batch. Providers with an idempotency key (WeChat's
 client_msg_id, the webhook delivery id) drop such repeats themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import json
+import os
 import random
+import threading
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import aiohttp
 import redis
@@ -45,6 +51,7 @@ from channels.base import ChannelContext, DeliveryStatus, Message, Recipient, ad
 from geotarget.registry import Targets
 
 CHUNK = 100
+T = TypeVar("T")
 
 
 @dataclass
@@ -67,8 +74,113 @@ def materialize(batch: Batch, targets: Targets) -> list[Recipient]:
     return list(batch.recipients)
 
 
+class ChannelPool:
+    """Open adapters (one per channel) and token buckets (one per account), with the HTTP session
+    and async Redis pool they share; reused from batch to batch on one event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._context: ChannelContext | None = None
+        self._adapters: dict[str, Any] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+
+    async def context(self) -> ChannelContext:
+        if self._context is None:
+            http = aiohttp.ClientSession()
+            # A pool that waits for a free connection rather than failing when receipts and sends peak together.
+            async_redis = redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
+                self.settings.effective_redis_url, max_connections=64, timeout=30))
+            self._context = ChannelContext(self.settings, http, async_redis)
+        return self._context
+
+    async def adapter(self, channel: str) -> Any:
+        if channel not in self._adapters:
+            self._adapters[channel] = adapter_class(channel)(await self.context())
+        return self._adapters[channel]
+
+    async def drop_adapter(self, channel: str) -> None:
+        """Close and forget an adapter that failed unexpectedly; the next batch opens a fresh one."""
+        adapter = self._adapters.pop(channel, None)
+        if adapter is not None:
+            with contextlib.suppress(Exception):
+                await adapter.aclose()
+
+    async def bucket(self, channel: str) -> TokenBucket:
+        if channel not in self._buckets:
+            rate = self.settings.rates.get(channel, adapter_class(channel).capabilities.rate_per_second)
+            account = channel_option(self.settings, channel, "account", "default")
+            context = await self.context()
+            assert context.redis is not None
+            self._buckets[channel] = TokenBucket(context.redis, f"{channel}:{account}", rate,
+                                                 chunk=min(CHUNK, max(1, int(rate))))
+        return self._buckets[channel]
+
+    async def aclose(self) -> None:
+        for channel in list(self._adapters):
+            await self.drop_adapter(channel)
+        if self._context is not None:
+            await self._context.http.close()
+            if self._context.redis is not None:
+                await self._context.redis.aclose()
+            self._context = None
+
+
+class SenderRuntime:
+    """What a worker process keeps from one batch to the next: an event loop in a thread of its
+    own, and on it a :class:`ChannelPool`.
+
+    So an SMPP session stays bound between batches (answering the SMSC's enquire_link and storing
+    delivery receipts as they come) instead of binding and unbinding once per batch; the RQ job
+    thread hands each batch to the loop and waits. One per process (see :func:`runtime`).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pid = os.getpid()
+        self.pool = ChannelPool(settings)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="sender-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the runtime's loop and wait for it (an RQ job timeout cancels it)."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        if self.pid != os.getpid() or not self.loop.is_running():
+            return
+        with contextlib.suppress(Exception):
+            self.run(asyncio.wait_for(self.pool.aclose(), 10))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+
+_RUNTIMES: dict[int, SenderRuntime] = {}
+
+
+def runtime(settings: Settings) -> SenderRuntime:
+    """This process's sender runtime, made on first use (again after a fork or a settings change)."""
+    current = _RUNTIMES.get(os.getpid())
+    if current is not None and current.settings == settings:
+        return current
+    if current is not None:
+        current.close()
+    _RUNTIMES.clear()  # a forked child must not touch its parent's loop
+    made = _RUNTIMES[os.getpid()] = SenderRuntime(settings)
+    atexit.register(made.close)
+    return made
+
+
 async def run_batch(batch: Batch, record: AlertRecord, *, signal: Signal | None, cap_xml: bytes,
-                    targets: Targets, settings: Settings, client: redis.Redis) -> BatchReport:
+                    targets: Targets, settings: Settings, client: redis.Redis,
+                    pool: ChannelPool | None = None) -> BatchReport:
+    """Send one batch. With a ``pool`` (a worker's), its adapters and buckets are reused; without
+    one (a test, a one-off), everything is opened for this batch and closed after it."""
     report = BatchReport()
     recipients = materialize(batch, targets)
     ttl = settings.dedupe_ttl_seconds
@@ -82,89 +194,119 @@ async def run_batch(batch: Batch, record: AlertRecord, *, signal: Signal | None,
         return report
     message = build_message(batch.channel, batch.alert_id, record.alert, signal=signal,
                             timezone=settings.timezone, cap_xml=cap_xml)
-    rate = settings.rates.get(batch.channel, adapter_class(batch.channel).capabilities.rate_per_second)
-    async with aiohttp.ClientSession() as http:
-        # A pool that waits for a free connection rather than failing when receipts and sends peak together.
-        async_redis = redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
-            settings.effective_redis_url, max_connections=64, timeout=30))
+    own = pool is None
+    if pool is None:
+        pool = ChannelPool(settings)
+    try:
+        adapter = await pool.adapter(batch.channel)
+        bucket = await pool.bucket(batch.channel)
         try:
-            context = ChannelContext(settings, http, async_redis)
-            account = channel_option(settings, batch.channel, "account", "default")
-            bucket = TokenBucket(async_redis, f"{batch.channel}:{account}", rate, chunk=min(CHUNK, max(1, int(rate))))
-            adapter = adapter_class(batch.channel)(context)
-            try:
-                await _send_all(adapter, bucket, message, deque(todo), batch, report, settings, client)
-            finally:
-                await adapter.aclose()
-        finally:
-            await async_redis.aclose()
+            context = await pool.context()
+            assert context.redis is not None
+            await _send_all(adapter, bucket, message, deque(todo), batch, report, settings, client, context.redis)
+        except Exception:
+            await pool.drop_adapter(batch.channel)
+            raise
+    finally:
+        if own:
+            await pool.aclose()
     return report
 
 
 async def _send_all(adapter, bucket: TokenBucket, message: Message, queue: deque[Recipient],  # type: ignore[no-untyped-def]
-                    batch: Batch, report: BatchReport, settings: Settings, client: redis.Redis) -> None:
+                    batch: Batch, report: BatchReport, settings: Settings, client: redis.Redis,
+                    async_redis: redis.asyncio.Redis) -> None:
+    """Send everything in ``queue`` over a few lanes, each one chunk at a time.
+
+    With one lane a chunk's last responses and its bookkeeping leave the provider connection
+    idle; ``sender_lanes`` chunks in flight keep it busy. The token bucket still holds the rate.
+    """
+    lanes = 1 if adapter.capabilities.single_request else max(1, settings.sender_lanes)
+    busy = 0
+
+    async def lane() -> None:
+        nonlocal busy
+        while True:
+            if not queue:
+                if busy == 0:
+                    return
+                await asyncio.sleep(0.005)  # another lane may put retries back
+                continue
+            busy += 1
+            try:
+                await _send_chunk(adapter, bucket, message, queue, batch, report, settings, client, async_redis)
+            finally:
+                busy -= 1
+
+    await asyncio.gather(*(lane() for _ in range(lanes)))
+
+
+async def _send_chunk(adapter, bucket: TokenBucket, message: Message, queue: deque[Recipient],  # type: ignore[no-untyped-def]
+                      batch: Batch, report: BatchReport, settings: Settings, client: redis.Redis,
+                      async_redis: redis.asyncio.Redis) -> None:
     ttl = settings.dedupe_ttl_seconds
-    while queue:
-        reason = ""
-        # A whole chunk of tokens, then the chunk: few Redis round trips, and no message leaves
-        # while the bucket is empty (the rest of the time the batch is waiting, not sending).
-        if adapter.capabilities.single_request:  # one request for them all, one token
-            want = len(queue)
-            await bucket.take(1)
-        else:
-            want = min(bucket.chunk, len(queue))
-            await bucket.take(want)
-        part = [queue.popleft() for _ in range(want)]
-        try:
-            results = await adapter.send(message, part)
-        except TransientDeliveryError as err:  # the whole channel is down: back off, try the part again
-            results = None
-            reason = err.message
-        outcomes: list[tuple[str, str]] = []
-        retry: list[Recipient] = []
-        throttled = False
-        failures = []
-        if results is None:
-            retry = part
-        else:
-            for recipient, result in zip(part, results, strict=True):
-                if result.status is DeliveryStatus.ACCEPTED:
-                    outcomes.append((slot_of(recipient), "sent"))
-                elif result.status is DeliveryStatus.SUPPRESSED:
-                    outcomes.append((slot_of(recipient), "suppressed"))
-                elif result.status is DeliveryStatus.PERMANENT:
-                    outcomes.append((slot_of(recipient), "failed"))
-                    failures.append((recipient.id, result.error or "permanent"))
-                elif result.status is DeliveryStatus.THROTTLED:
-                    throttled = True
-                    report.throttled += 1
-                    queue.append(recipient)  # not an attempt: the provider asked us to wait
-                else:
-                    retry.append(recipient)
-                    reason = result.error or "transient"
-        for recipient in retry:
-            attempts = report.attempts.get(recipient.id, 0) + 1
-            report.attempts[recipient.id] = attempts
-            if attempts >= settings.max_send_attempts:
+    reason = ""
+    # A whole chunk of tokens, then the chunk: few Redis round trips, and no message leaves
+    # while the bucket is empty (the rest of the time the lane is waiting, not sending).
+    if adapter.capabilities.single_request:  # one request for them all, one token
+        part = list(queue)
+        queue.clear()
+        await bucket.take(1)
+    else:
+        part = [queue.popleft() for _ in range(min(bucket.chunk, len(queue)))]
+        await bucket.take(len(part))
+    try:
+        results = await adapter.send(message, part)
+    except TransientDeliveryError as err:  # the whole channel is down: back off, try the part again
+        results = None
+        reason = err.message
+    outcomes: list[tuple[str, str] | tuple[str, str, str | None]] = []
+    retry: list[Recipient] = []
+    throttled = False
+    failures = []
+    if results is None:
+        retry = part
+    else:
+        for recipient, result in zip(part, results, strict=True):
+            if result.status is DeliveryStatus.ACCEPTED:
+                # The provider's id is kept only where a receipt will come back for it.
+                outcomes.append((slot_of(recipient), "sent",
+                                 result.provider_ref if adapter.capabilities.supports_receipts else None))
+            elif result.status is DeliveryStatus.SUPPRESSED:
+                outcomes.append((slot_of(recipient), "suppressed"))
+            elif result.status is DeliveryStatus.PERMANENT:
                 outcomes.append((slot_of(recipient), "failed"))
-                failures.append((recipient.id, f"gave up after {attempts} attempts: {reason}"))
+                failures.append((recipient.id, result.error or "permanent"))
+            elif result.status is DeliveryStatus.THROTTLED:
+                throttled = True
+                report.throttled += 1
+                queue.append(recipient)  # not an attempt: the provider asked us to wait
             else:
-                queue.append(recipient)
-        accounting.finalize(client, batch.alert_id, batch.channel, outcomes, ttl)
-        report.sent += sum(1 for _, o in outcomes if o == "sent")
-        report.failed += sum(1 for _, o in outcomes if o == "failed")
-        report.suppressed += sum(1 for _, o in outcomes if o == "suppressed")
-        if failures:
-            _log_dead(client, batch, "permanent failures", failures)
-        if throttled:
-            await bucket.throttled()
-        elif outcomes:
-            await bucket.recovered(len(outcomes))
-        if retry and queue:
-            # Exponential backoff with jitter before the retried recipients come round again.
-            worst = max(report.attempts.get(r.id, 1) for r in retry)
-            await asyncio.sleep(min(settings.retry_backoff_max_seconds,
-                                    settings.retry_backoff_seconds * 2 ** (worst - 1)) * (0.5 + random.random()))
+                retry.append(recipient)
+                reason = result.error or "transient"
+    for recipient in retry:
+        attempts = report.attempts.get(recipient.id, 0) + 1
+        report.attempts[recipient.id] = attempts
+        if attempts >= settings.max_send_attempts:
+            outcomes.append((slot_of(recipient), "failed"))
+            failures.append((recipient.id, f"gave up after {attempts} attempts: {reason}"))
+        else:
+            queue.append(recipient)
+    await accounting.finalize_async(async_redis, batch.alert_id, batch.channel, outcomes, ttl)
+    report.sent += sum(1 for o in outcomes if o[1] == "sent")
+    report.failed += sum(1 for o in outcomes if o[1] == "failed")
+    report.suppressed += sum(1 for o in outcomes if o[1] == "suppressed")
+    if failures:
+        _log_dead(client, batch, "permanent failures", failures)
+    if throttled:
+        await bucket.throttled()
+    elif outcomes:
+        await bucket.recovered(len(outcomes))
+    if retry and queue:
+        # Exponential backoff with jitter before the retried recipients come round again.
+        worst = max(report.attempts.get(r.id, 1) for r in retry)
+        await asyncio.sleep(min(settings.retry_backoff_max_seconds,
+                                settings.retry_backoff_seconds * 2 ** (worst - 1)) * (0.5 + random.random()))
 
 
 def _log_dead(client: redis.Redis, batch: Batch, why: str, failures: list[tuple[str, str]]) -> None:

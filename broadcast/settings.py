@@ -60,6 +60,7 @@ class Settings:
     # Fan-out (broadcast/fanout.py, broadcast/sender.py).
     batch_size: int = 1000  # recipients per RQ job (at most the channel's max_batch)
     lookahead_seconds: float = 10.0  # seconds of sending queued ahead per channel
+    sender_lanes: int = 3  # chunks of one batch in flight at once (keeps a provider connection busy)
     batch_timeout_seconds: int = 120  # a batch's RQ timeout (a dead worker's batch re-runs ~60 s after it)
     max_send_attempts: int = 5  # transient failures of one recipient before it counts as failed
     retry_backoff_seconds: float = 0.5
@@ -71,6 +72,9 @@ class Settings:
     # "<channel>.<key>=<value>" set real endpoints and credentials (see channels/*.py).
     sim_host: str = "127.0.0.1"
     sim_base_port: int = 9100
+    # "full": the SMPP simulator records every PDU (tests, demos); "compact": only when each text
+    # completed and for whom (benchmarks at millions of messages; see GET /_sim/texts).
+    sim_record: str = "full"
     channel_options: tuple[str, ...] = ()
     # Where providers (Twilio status callbacks, voice keypresses) reach this service.
     public_url: str | None = None
@@ -83,14 +87,34 @@ class Settings:
         "cap_feed=1000",
     )
 
+    # Linkage (broadcast/linkage_jobs.py): minutes each unit has to acknowledge, by the warning's
+    # colour, else by its CAP severity (else 60); the reminder goes out this fraction of the way to
+    # the deadline; the supervising unit hears of an overdue unit this fraction of a deadline after it.
+    linkage_deadline_minutes: tuple[str, ...] = (
+        "red=10", "orange=20", "yellow=30", "blue=60", "white=60",
+        "Extreme=10", "Severe=20", "Moderate=30", "Minor=60", "Unknown=60",
+    )
+    linkage_reminder_fraction: float = 0.5
+    linkage_parent_delay_fraction: float = 0.5
+    # Key of the officers' signed acknowledgement links (broadcast/ack_links.py); unset: a random
+    # secret generated once and kept in Redis (keys.ACK_LINK_SECRET), shared by every process.
+    ack_link_secret: str | None = None
+
     def __post_init__(self) -> None:
         if not (0 < self.port < 65536):
             raise InvalidInput("port must be 1..65535", field="port")
+        if self.sim_record not in ("full", "compact"):
+            raise InvalidInput("sim_record is full or compact", field="sim_record")
         if not (0 < self.sim_base_port < 65520):
             raise InvalidInput("port must be 1..65519 (the simulators use the next 16)", field="sim_base_port")
         if not (0 < self.local_redis_port < 65536):
             raise InvalidInput("port must be 1..65535", field="local_redis_port")
         self.rates  # noqa: B018 - parses and checks channel_rates
+        self.linkage_deadlines  # noqa: B018 - parses and checks linkage_deadline_minutes
+        if not (0.0 < self.linkage_reminder_fraction < 1.0):
+            raise InvalidInput("must be above 0 and below 1", field="linkage_reminder_fraction")
+        if not (0.0 <= self.linkage_parent_delay_fraction <= 10.0):
+            raise InvalidInput("must be between 0 and 10", field="linkage_parent_delay_fraction")
         if not (0.0 <= self.edge_coverage_fraction < 1.0):
             raise InvalidInput("must be at least 0 and below 1", field="edge_coverage_fraction")
         missing = set(self.required_languages) - set(self.languages)
@@ -98,7 +122,7 @@ class Settings:
             raise InvalidInput(f"required languages not supported: {sorted(missing)}", field="languages")
         for name in ("workers", "max_headline_length", "max_text_length", "max_body_bytes",
                      "default_validity_hours", "job_timeout_seconds", "max_area_vertices", "max_sms_segments",
-                     "batch_size", "lookahead_seconds", "batch_timeout_seconds", "max_send_attempts",
+                     "batch_size", "lookahead_seconds", "sender_lanes", "batch_timeout_seconds", "max_send_attempts",
                      "dedupe_ttl_seconds"):
             if getattr(self, name) <= 0:
                 raise InvalidInput("must be positive", field=name)
@@ -121,6 +145,23 @@ class Settings:
                 raise InvalidInput(f"{entry!r} is not channel=rate with a positive rate", field="channel_rates")
             rates[name.strip()] = rate
         return rates
+
+    @property
+    def linkage_deadlines(self) -> dict[str, float]:
+        """linkage_deadline_minutes as a mapping: colour ("red") or CAP severity ("Extreme") -> minutes."""
+        known = {"white", "blue", "yellow", "orange", "red", "Extreme", "Severe", "Moderate", "Minor", "Unknown"}
+        deadlines = {}
+        for entry in self.linkage_deadline_minutes:
+            name, _, value = entry.partition("=")
+            try:
+                minutes = float(value)
+            except ValueError:
+                minutes = math.nan
+            if name.strip() not in known or not math.isfinite(minutes) or minutes <= 0:
+                raise InvalidInput(f"{entry!r} is not colour=minutes or Severity=minutes with positive minutes",
+                                   field="linkage_deadline_minutes")
+            deadlines[name.strip()] = minutes
+        return deadlines
 
     @property
     def effective_redis_url(self) -> str:

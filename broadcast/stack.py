@@ -62,11 +62,12 @@ def wait_healthy(url: str, timeout: float) -> bool:
 
 
 def ensure_demo_registries(settings: Settings) -> None:
-    """Publish demo subscribers and facilities over the current gazetteer, and a demo webhook partner
-    pointing at the webhook simulator, unless some exist."""
+    """Publish demo subscribers and facilities over the current gazetteer, a demo duty roster, and a demo
+    webhook partner pointing at the webhook simulator, unless some exist."""
     import redis
 
     from broadcast import keys
+    from broadcast.roster import RosterStore, demo_roster
     from channels.webhook import demo_partner
     from geotarget.facilities import generate_facilities
     from geotarget.registry import RegistryStore, TargetCache
@@ -83,6 +84,10 @@ def ensure_demo_registries(settings: Settings) -> None:
         store.publish("subscribers", lambda d: generate_subscribers(gazetteer, count, d, overwrite=True),
                       note=f"demo: {count} generated")
         print(f"generated {count} demo subscribers", flush=True)
+    roster = RosterStore(store.redis, settings.timezone)
+    if not roster.exists():
+        count = roster.replace(demo_roster(gazetteer), source="demo")
+        print(f"generated the demo duty roster ({count} officers)", flush=True)
     if not store.redis.hlen(keys.WEBHOOK_PARTNERS):
         partner = demo_partner(settings)
         store.redis.hset(keys.WEBHOOK_PARTNERS, partner.id, partner.to_json())

@@ -9,7 +9,8 @@ aiohttp session. Configuration, per channel (``sms`` or ``voice``), from ``chann
     <channel>.twilio_account_sid   account SID ("AC..."), also the Basic-auth user
     <channel>.twilio_auth_token    auth token: Basic-auth password, and the key of callback signatures
     <channel>.twilio_from          the sending number (E.164) or, for SMS, an alphanumeric sender ID
-    <channel>.twilio_concurrency   requests in flight at once per batch (default 20)
+    <channel>.twilio_concurrency   requests in flight per chunk being sent (default 100; a batch sends
+                                   `sender_lanes` chunks at once): size it to rate x latency
     <channel>.twilio_timeout       seconds per request (default 10)
 
 Status callbacks go to ``settings.callback_base_url + STATUS_CALLBACK_PATH``
@@ -51,6 +52,7 @@ DEMO_FROM = "+15005550006"  # Twilio's own "valid sender" test number
 
 STATUS_CALLBACK_PATH = "/api/callbacks/twilio/status"
 VOICE_CALLBACK_PATH = "/api/callbacks/twilio/voice"
+INBOUND_SMS_PATH = "/api/callbacks/twilio/sms"  # the number's webhook for "a message comes in"
 
 # E.164: "+", a country code not starting with 0, at most 15 digits in all.
 E164 = re.compile(r"\+[1-9]\d{6,14}")
@@ -119,7 +121,7 @@ class TwilioConfig:
             return channel_option(settings, channel, key, default)
 
         try:
-            concurrency = int(option("twilio_concurrency", "20"))
+            concurrency = int(option("twilio_concurrency", "100"))
             timeout = float(option("twilio_timeout", "10"))
         except ValueError as exc:
             raise InvalidInput(f"{channel}.twilio_concurrency / twilio_timeout must be numbers: {exc}",

@@ -3,8 +3,11 @@
     POST /api/callbacks/twilio/status   MessageSid/MessageStatus or CallSid/CallStatus (+ ErrorCode)
                                         -> the receipt under keys.receipt(sid), JSON, TTL 7 days; 204
     POST /api/callbacks/twilio/voice    ?alert=..&recipient=..&lang=.. with Digits (the <Gather> action)
-                                        -> "1": an acknowledgement in the hash ACKNOWLEDGEMENTS(alert);
-                                        answers TwiML
+                                        -> "1": an acknowledgement in the hash ACKNOWLEDGEMENTS(alert),
+                                        then the voice-acknowledgement hook (on_voice_ack); answers TwiML
+    POST /api/callbacks/twilio/sms      an inbound SMS (From, To, Body, MessageSid): handed to the
+                                        inbound-SMS hook (on_inbound_sms), whose answer goes back as
+                                        the reply (TwiML <Message>); no hook: an empty <Response/>
 
 Twilio cannot send our bearer token, so these paths are public (the API's auth middleware
 exempts ``/api/callbacks/``); instead every request must carry a valid
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,10 +38,11 @@ import redis.asyncio
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from broadcast import keys
-from channels.twilio import STATUS_CALLBACK_PATH, VOICE_CALLBACK_PATH
+from broadcast import keys, receipts
+from channels.twilio import INBOUND_SMS_PATH, STATUS_CALLBACK_PATH, VOICE_CALLBACK_PATH
 from channels.voice import ACK_DIGIT, GATHER_TIMEOUT_SECONDS, speech_for
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,13 @@ log = logging.getLogger(__name__)
 CALLBACK_REDIS = web.AppKey("twilio_callback_redis", redis.asyncio.Redis)
 _AUTH_TOKEN_FOR = web.AppKey("twilio_auth_token_for", Callable[[], str])  # type: ignore[arg-type]
 _PUBLIC_BASE_URL = web.AppKey("twilio_public_base_url", str)
+
+# Hooks other parts of the service register (broadcast/linkage_api.py): after a keypress "1"
+# (alert id, recipient id, the acknowledgement recorded), and on an inbound SMS (From, Body) -> reply.
+VoiceAckHook = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+InboundSmsHook = Callable[[str, str], Awaitable[str | None]]
+_VOICE_ACK_HOOK = web.AppKey("twilio_voice_ack_hook", VoiceAckHook)  # type: ignore[arg-type]
+_INBOUND_SMS_HOOK = web.AppKey("twilio_inbound_sms_hook", InboundSmsHook)  # type: ignore[arg-type]
 
 
 acknowledgements = keys.acknowledgements
@@ -61,20 +72,6 @@ STATUS_RANK: dict[str, int] = {
 }
 FINAL_RANK = 3
 UNKNOWN_RANK = 1
-
-# KEYS[1] the receipt key; ARGV[1] the receipt JSON; ARGV[2] its rank; ARGV[3] TTL in seconds.
-# Replaces the stored receipt unless that one has a higher rank (a late "sent" after "delivered").
-STORE_RECEIPT_LUA = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, doc = pcall(cjson.decode, current)
-  if ok and type(doc) == 'table' and tonumber(doc['rank'] or 0) > tonumber(ARGV[2]) then
-    return 0
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
-return 1
-"""
 
 THANKS = {"zh": "谢谢，已确认。", "en": "Thank you, acknowledged."}
 NOT_ACKNOWLEDGED = {"zh": "未确认。确认收到请按1。", "en": "Not acknowledged. Press 1 to confirm."}
@@ -105,15 +102,16 @@ def _forbidden() -> web.Response:
                              status=403)
 
 
-async def store_receipt(client: redis.asyncio.Redis, sid: str, receipt: dict[str, Any]) -> bool:
-    """Store ``receipt`` under keys.receipt(sid) unless a later stage is already stored.
+DELIVERED_STATUSES = frozenset({"delivered", "read", "completed"})
 
-    Returns:
-        Whether it was stored.
-    """
-    stored = await client.eval(STORE_RECEIPT_LUA, 1, keys.receipt(sid),  # type: ignore[misc]
-                               json.dumps(receipt, ensure_ascii=False), receipt["rank"], keys.RECEIPT_TTL_SECONDS)
-    return bool(stored)
+
+async def store_receipt(client: redis.asyncio.Redis, sid: str, receipt: dict[str, Any]) -> None:
+    """Store ``receipt`` under keys.receipt(sid) unless a later stage is already stored, and count a
+    final one against its alert (broadcast.receipts)."""
+    outcome = ""
+    if receipt["rank"] == FINAL_RANK:
+        outcome = receipts.DELIVERED if receipt["status"] in DELIVERED_STATUSES else receipts.UNDELIVERED
+    await receipts.record(client, [receipts.Receipt(sid, receipt, receipt["rank"], outcome)])
 
 
 async def status_callback(request: web.Request) -> web.Response:
@@ -157,6 +155,9 @@ async def voice_callback(request: web.Request) -> web.Response:
             pipe.hsetnx(key, recipient_id, json.dumps(ack, ensure_ascii=False))
             pipe.expire(key, ACK_TTL_SECONDS)
             await pipe.execute()
+        hook = request.app.get(_VOICE_ACK_HOOK)
+        if hook is not None:
+            await hook(alert_id, recipient_id, ack)
         response.say(THANKS[primary], language=language, voice=voice)
         response.hangup()
     else:
@@ -164,6 +165,32 @@ async def voice_callback(request: web.Request) -> web.Response:
                                  timeout=GATHER_TIMEOUT_SECONDS)
         gather.say(NOT_ACKNOWLEDGED[primary], language=language, voice=voice)
     return web.Response(text=str(response), content_type="text/xml", charset="utf-8")
+
+
+async def inbound_sms(request: web.Request) -> web.Response:
+    """A text someone sent to our number: the hook's answer goes back to them as the reply."""
+    form = await _signed_form(request)
+    if form is None:
+        return _forbidden()
+    sender, body = form.get("From", ""), form.get("Body", "")
+    if not sender:
+        raise web.HTTPBadRequest(text="expected From and Body")
+    hook = request.app.get(_INBOUND_SMS_HOOK)
+    reply = await hook(sender, body) if hook is not None else None
+    response = MessagingResponse()
+    if reply:
+        response.message(reply)
+    return web.Response(text=str(response), content_type="text/xml", charset="utf-8")
+
+
+def on_voice_ack(app: web.Application, hook: VoiceAckHook) -> None:
+    """Call ``await hook(alert_id, recipient_id, ack)`` after a keypress "1" is recorded."""
+    app[_VOICE_ACK_HOOK] = hook
+
+
+def on_inbound_sms(app: web.Application, hook: InboundSmsHook) -> None:
+    """Answer inbound SMS with ``await hook(from_phone, body)`` (None: no reply)."""
+    app[_INBOUND_SMS_HOOK] = hook
 
 
 def add_routes(app: web.Application, *, auth_token_for: Callable[[], str],
@@ -181,6 +208,7 @@ def add_routes(app: web.Application, *, auth_token_for: Callable[[], str],
     app[_PUBLIC_BASE_URL] = public_base_url or ""
     app.router.add_post(STATUS_CALLBACK_PATH, status_callback)
     app.router.add_post(VOICE_CALLBACK_PATH, voice_callback)
+    app.router.add_post(INBOUND_SMS_PATH, inbound_sms)
 
 
 def redis_ctx(redis_url: str) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from broadcast.settings import Settings
 from channels.base import simulator_port
+from channels.twilio import INBOUND_SMS_PATH
 
 HTTP_SIMULATORS = ("twilio", "cbc", "wechat", "weibo", "fcm", "tv", "radio", "screens", "loudspeakers", "webhook")
 Stop = Callable[[], Awaitable[None]]
@@ -52,11 +53,13 @@ async def start_all(settings: Settings, *, feed_poll_seconds: float = 5.0) -> di
     try:
         for name in HTTP_SIMULATORS:
             module = importlib.import_module(f"ops.simulators.{name}")
-            stops[name] = await _serve_app(module.create_app(), host, simulator_port(settings, name))
+            # Texts to our Twilio number go to the service's inbound-SMS webhook (officers' replies).
+            options = {"sms_url": settings.callback_base_url + INBOUND_SMS_PATH} if name == "twilio" else {}
+            stops[name] = await _serve_app(module.create_app(**options), host, simulator_port(settings, name))
         from ops.simulators.smpp import SmppSimulator
         from ops.simulators.smtp import SmtpSimulator
 
-        smpp: Any = SmppSimulator()
+        smpp: Any = SmppSimulator(record=settings.sim_record)
         await smpp.start(host, simulator_port(settings, "smpp"), simulator_port(settings, "smpp_inspect"))
         stops["smpp"] = smpp.stop
         smtp: Any = SmtpSimulator()

@@ -4,6 +4,8 @@
     POST /2010-04-01/Accounts/{AccountSid}/Calls.json      To, From, Twiml (or Url), StatusCallback,
                                                            StatusCallbackEvent (repeated)
     POST /_sim/calls/{CallSid}/press                       {"digits": "1"}: the callee presses a key
+    POST /_sim/inbound                                     {"from": "+86...", "body": "1", "to": optional,
+                                                           "url": optional}: someone texts our number
 
 As Twilio does: HTTP Basic auth AccountSid:AuthToken (else 401, code 20003); form-encoded
 bodies; 201 with the Message or Call resource ("SM..."/"CA..." SID, status "queued");
@@ -17,12 +19,14 @@ messages queued -> sent -> delivered (or -> undelivered, ErrorCode 30003, when T
 0000); calls initiated -> ringing -> in-progress -> completed (after a keypress or
 ``call_timeout`` seconds), or initiated -> ringing -> no-answer when To ends in 0000; a call
 reports only the StatusCallbackEvent it asked for (Twilio's default: completed). A keypress
-POSTs Digits to the <Gather> action URL (signed) and records the TwiML answer.
+POSTs Digits to the <Gather> action URL (signed) and records the TwiML answer. An inbound text
+is POSTed, signed, to the number's SMS webhook (``sms_url``, or the request's ``url``) with Twilio's
+fields (From, To, Body, MessageSid, ...); a <Message> in the TwiML answer is "sent" back as the reply.
 
 Recorded kinds: "message" (sid, to, from, body, status_callback, num_segments, encoding),
 "call" (sid, to, from, twiml, url, status_callback, status_callback_event),
 "status_callback" (url, params, status or error), "keypress" (call_sid, digits, action,
-status, twiml).
+status, twiml), "inbound" (url, params, status), "reply" (sid, to, from, body, in_reply_to).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from twilio.request_validator import RequestValidator
 from yarl import URL
 
 from channels import sms_text
-from channels.twilio import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN
+from channels.twilio import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_FROM
 from ops.simulators.base import Recorder, http_simulator
 
 API_VERSION = "2010-04-01"
@@ -79,6 +83,7 @@ class TwilioState:
     auth_token: str
     callback_delay: float
     call_timeout: float
+    sms_url: str | None = None
     calls: dict[str, SimulatedCall] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     session: aiohttp.ClientSession | None = None
@@ -308,9 +313,42 @@ async def press(request: web.Request) -> web.Response:
                               "twiml": answer})
 
 
+async def inbound(request: web.Request) -> web.Response:
+    """Someone texts our number: POST it, signed, to the SMS webhook as Twilio does; record any reply."""
+    state = request.app[STATE]
+    try:
+        doc = await request.json()
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return web.json_response({"error": {"message": "send a JSON object", "field": "body"}}, status=422)
+    sender, body, to = doc.get("from"), doc.get("body"), doc.get("to") or DEMO_FROM
+    url = doc.get("url") or state.sms_url
+    for name, value in (("from", sender), ("body", body), ("to", to)):
+        if not isinstance(value, str) or (name != "body" and not E164.fullmatch(value)):
+            return web.json_response({"error": {"message": f"{name}: an E.164 number" if name != "body" else
+                                                "body: a string", "field": name}}, status=422)
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        return web.json_response({"error": {"message": "no SMS webhook configured: give url", "field": "url"}},
+                                 status=409)
+    sid = "SM" + uuid.uuid4().hex
+    params = {"AccountSid": state.account_sid, "ApiVersion": API_VERSION, "Body": body, "From": sender,
+              "MessageSid": sid, "NumMedia": "0", "NumSegments": str(sms_text.summary(body).segments),
+              "SmsMessageSid": sid, "SmsSid": sid, "SmsStatus": "received", "To": to}
+    status, answer = await state.post_signed(url, params, "inbound", sid=sid)
+    reply = None
+    root = _parse_twiml(answer) if status == 200 else None
+    element = root.find("Message") if root is not None else None
+    if element is not None and (element.text or "").strip():
+        reply = element.text.strip()
+        state.recorder.record("reply", sid="SM" + uuid.uuid4().hex, to=sender, **{"from": to}, body=reply,
+                              in_reply_to=sid)
+    return web.json_response({"sid": sid, "status": status, "twiml": answer, "reply": reply})
+
+
 def create_app(recorder: Recorder | None = None, *, account_sid: str = DEMO_ACCOUNT_SID,
                auth_token: str = DEMO_AUTH_TOKEN, callback_delay: float = 1.0,
-               call_timeout: float = 30.0) -> web.Application:
+               call_timeout: float = 30.0, sms_url: str | None = None) -> web.Application:
     """The Twilio simulator app.
 
     Args:
@@ -319,13 +357,15 @@ def create_app(recorder: Recorder | None = None, *, account_sid: str = DEMO_ACCO
         auth_token: that account's token (Basic auth, and the key of callback signatures).
         callback_delay: seconds before each status callback step.
         call_timeout: seconds an answered call waits for a keypress before it completes.
+        sms_url: the number's SMS webhook, where inbound texts go (a request may name another).
     """
     def routes(app: web.Application, rec: Recorder) -> None:
-        app[STATE] = TwilioState(rec, account_sid, auth_token, callback_delay, call_timeout)
+        app[STATE] = TwilioState(rec, account_sid, auth_token, callback_delay, call_timeout, sms_url)
         base = f"/{API_VERSION}/Accounts/{{AccountSid}}"
         app.router.add_post(f"{base}/Messages.json", create_message)
         app.router.add_post(f"{base}/Calls.json", create_call)
         app.router.add_post("/_sim/calls/{CallSid}/press", press)
+        app.router.add_post("/_sim/inbound", inbound)
 
     app = http_simulator("twilio", routes, throttle_response=throttled, recorder=recorder)
 

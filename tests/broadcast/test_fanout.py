@@ -121,6 +121,10 @@ async def test_every_recipient_gets_the_sms_exactly_once(client, auth, settings,
     received = Counter(m["destination"] for m in inspect(fanout_env, SMPP_INSPECT, "submit_sm") if m["part"] == 1)
     assert len(received) == progress.counts["targeted"]
     assert max(received.values()) == 1  # nobody twice
+    # Every text's delivery receipt came back and was counted against this alert, once.
+    assert progress.counts["delivered"] == progress.counts["sent"]
+    assert progress.counts["undelivered"] == 0
+    assert not list(redis_client.scan_iter(match="bc:receipt-owner:*"))
     feed = next(p for p in accounting.read(redis_client, issued["id"]) if p.channel == "cap_feed")
     assert feed.counts["sent"] == feed.counts["targeted"] == 1
     # Batches were cut at batch_size: several RQ jobs, all finished.
@@ -144,7 +148,7 @@ async def test_a_cancel_stops_the_fan_out_within_one_batch_and_reaches_those_rea
     monkeypatch.setenv("BROADCAST_BATCH_SIZE", "200")
     issued = await issue_sms_alert(client, auth)
     # A worker takes a few jobs (two batches go out), then the cancel is approved.
-    work(max_jobs=5)  # disseminate, plan sms, plan cap_feed, two sms batches
+    work(max_jobs=6)  # disseminate, plan sms, plan cap_feed, the officers' notices (linkage), two batches
     reached = sms_progress(redis_client, issued["id"]).counts["sent"]
     assert 0 < reached < issued["targets"]["counts"]["sms"]
     cancel = await post(client, auth, "bob", issued["id"], "cancel", {"reason": "issued in error", "urgent": True},
@@ -166,7 +170,7 @@ async def test_a_red_warning_overtakes_a_yellow_ones_queued_batches(client, auth
                                                                     redis_client, monkeypatch) -> None:
     monkeypatch.setenv("BROADCAST_BATCH_SIZE", "100")
     yellow = await issue_sms_alert(client, auth, signal={"hazard": "rainstorm", "level": "yellow"})
-    work(max_jobs=4)  # disseminate, two planning jobs, one yellow batch
+    work(max_jobs=5)  # disseminate, two planning jobs, the officers' notices (linkage), one yellow batch
     red = await issue_sms_alert(client, auth)
     work()
     order = [m["destination"] for m in inspect(fanout_env, SMPP_INSPECT, "submit_sm") if m["part"] == 1]
