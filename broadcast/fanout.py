@@ -28,7 +28,7 @@ from rq.exceptions import DuplicateJobError
 from shapely.geometry.base import BaseGeometry
 
 from broadcast import accounting, keys
-from broadcast.model import MsgType
+from broadcast.model import SEVERITY_RANK, MsgType, Severity
 from broadcast.queues import QUEUE_BY_SEVERITY
 from broadcast.recipients import SUBSCRIBER_CHANNELS, recipients_for
 from broadcast.records import AlertRecord
@@ -67,11 +67,21 @@ class Batch:
                    tuple(Recipient(i, a, lang, attrs) for i, a, lang, attrs in doc["recipients"]))
 
 
-def alert_area(record: AlertRecord, targets: Targets) -> BaseGeometry:
+def areas_by_severity(record: AlertRecord, targets: Targets) -> list[BaseGeometry]:
+    """The alert's area per severity of its info blocks, most severe first (one entry when they agree).
+
+    A CAP alert may carry blocks of different severity (an Extreme core inside a Severe ring):
+    the public fan-out reaches the most severe area first.
+    """
     city = targets.gazetteer.city.geometry
-    shapes = [s.intersection(city) for info in record.alert.infos for a in info.areas
-              if (s := area_shape(a, targets.gazetteer)) is not None]
-    return shapely.union_all(shapes) if shapes else shapely.Polygon()
+    by_severity: dict[Severity, list[BaseGeometry]] = {}
+    for info in record.alert.infos:
+        for a in info.areas:
+            shape = area_shape(a, targets.gazetteer)
+            if shape is not None:
+                by_severity.setdefault(info.severity, []).append(shape.intersection(city))
+    ordered = sorted(by_severity, key=SEVERITY_RANK.__getitem__, reverse=True)
+    return [shapely.union_all(by_severity[s]) for s in ordered] or [shapely.Polygon()]
 
 
 def selected_channels(record: AlertRecord) -> list[str]:
@@ -86,13 +96,21 @@ def batch_size(channel: str, settings: Settings) -> int:
     return max(1, min(settings.batch_size, capabilities.max_batch))
 
 
-def _subscriber_rows(channel: str, area: BaseGeometry, targets: Targets) -> np.ndarray:
+def _subscriber_rows(channel: str, areas: list[BaseGeometry], targets: Targets) -> np.ndarray:
+    """Registry rows reachable on ``channel`` in ``areas``, the first area's first, each row once."""
     snapshot = targets.subscribers
     if snapshot is None:
         return np.empty(0, dtype=np.int64)
-    rows = snapshot.select(area)
     bit = int(SUBSCRIBER_CHANNELS[channel][0])
-    return rows[(np.asarray(snapshot.channels[rows]) & bit) != 0]
+    parts = []
+    for area in areas:
+        rows = snapshot.select(area)
+        parts.append(rows[(np.asarray(snapshot.channels[rows]) & bit) != 0])
+    if len(parts) == 1:
+        return parts[0]
+    joined = np.concatenate(parts)
+    _, first = np.unique(joined, return_index=True)
+    return joined[np.sort(first)]  # keeps the order of first appearance: the most severe area leads
 
 
 def _reached_rows(client: redis.Redis, original_id: str, channel: str) -> np.ndarray:
@@ -106,12 +124,13 @@ def targets_of(client: redis.Redis, record: AlertRecord, channel: str, targets: 
 
     A Cancel goes to whoever the alert it cancels reached.
     """
-    area = alert_area(record, targets)
+    areas = areas_by_severity(record, targets)
+    area = shapely.union_all(areas)
     cancel_of = record.replaces if record.alert.msg_type is MsgType.CANCEL else None
     if channel in SUBSCRIBER_CHANNELS:
         if cancel_of is not None:
             return _reached_rows(client, cancel_of, channel), []
-        return _subscriber_rows(channel, area, targets), []
+        return _subscriber_rows(channel, areas, targets), []
     recipients = list(recipients_for(channel, area, targets, partners=partners))
     if channel == "app_push":  # topics ride along with the device rows
         recipients = [r for r in recipients if r.attributes.get("kind") == "topic"]

@@ -266,7 +266,8 @@ SUPERVISION_PATHS: dict[str, Any] = {  # broadcast/supervision_api.py
     "/api/alerts/{id}/linkage": {"parameters": ID, "get": _op(
         "the alert's linkage tree city -> districts -> streets -> communities (units with a task and their "
         "ancestors), each node with its task's state, status, time to acknowledge, deadline, overdue and late "
-        "flags, escalation and last contact, subtree rollups on nodes with children; rollups per level",
+        "flags, escalation and last contact, subtree rollups on nodes with children; rollups per level. Callers "
+        "with the same scope share a view for 0.5 s ('now' says when it was made); the stream is exact",
         _LINKAGE_ROLES, 200, _ref("LinkageView"), 403, 404)},
     "/api/alerts/{id}/linkage/stream": {"parameters": ID, "get": {
         "summary": "server-sent events: a snapshot (as GET .../linkage), then every change of a task in the "

@@ -235,6 +235,7 @@ class SupervisionView:
 
 
 def in_scope(tasks: Mapping[str, Task], gazetteer: Gazetteer, scope: Scope) -> dict[str, Task]:
+    """The tasks ``scope`` covers."""
     if scope.roots is None:
         return dict(tasks)
     parent_of = parent_lookup(tasks, gazetteer)
@@ -317,5 +318,5 @@ def _level_of(code: str, gazetteer: Gazetteer) -> str:
     return gazetteer.unit(code).level.value if code in gazetteer else ""
 
 
-__all__ = ["LEVELS", "SUPERVISING_ROLES", "Scope", "SupervisionView", "Tally", "node_view", "parent_lookup",
-           "rollups", "scope_for", "supervision_view", "task_view"]
+__all__ = ["LEVELS", "SUPERVISING_ROLES", "Scope", "SupervisionView", "Tally", "in_scope", "node_view",
+           "parent_lookup", "rollups", "scope_for", "supervision_view", "task_view"]

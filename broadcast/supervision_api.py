@@ -8,6 +8,10 @@
 Supervisors (forecaster, approver, ops, admin) see every unit; an officer sees the subtrees
 rooted at the units they act for, and gets 403 when they act for none.
 
+Screens poll the tree: callers with the same scope share one rendering of an alert's tree for
+``VIEW_MAX_AGE_SECONDS`` (0.5 s), so a view may be that much behind (its ``now`` says when it
+was made). The stream is exact.
+
 The stream (server-sent events) reads the alert's change stream ``keys.linkage_events`` with
 ``XREAD BLOCK`` on an asyncio Redis client (one blocking read per follower, so the event loop
 never waits on Redis). Events::
@@ -51,7 +55,7 @@ from broadcast.alerts import AlertService
 from broadcast.errors import InvalidInput, NotFound
 from broadcast.linkage import Task
 from broadcast.roster import units_of_user
-from broadcast.supervision import Scope, node_view, parent_lookup, rollups, scope_for, supervision_view
+from broadcast.supervision import Scope, in_scope, node_view, parent_lookup, rollups, scope_for, supervision_view
 from broadcast.users import Permission, User
 from geotarget.gazetteer import Gazetteer
 
@@ -66,6 +70,7 @@ HEARTBEAT_SECONDS = 15.0
 # (redis-py's default of 5 s would cut every quiet stream).
 STREAM_SOCKET_TIMEOUT_SECONDS = 60.0
 ROLLUPS_EVERY_SECONDS = 1.0
+VIEW_MAX_AGE_SECONDS = 0.5  # how long callers with the same scope share a GET .../linkage view
 READ_COUNT = 500  # stream entries per XREAD
 RETRY_MS = 2000  # how long EventSource waits before reconnecting
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -119,6 +124,33 @@ def read_tasks(client: redis.Redis, alert_id: str, parsed: ParsedTasks | None = 
     return tasks, last[0][0].decode() if last else "0-0"
 
 
+class SharedViews:
+    """Rendered tree views (JSON), shared by every caller with the same scope for ``max_age`` seconds.
+
+    Supervisors' screens poll. A city-wide tree costs ~15 ms of CPU to build and serialise, so twenty
+    screens on one alert would cost twenty times that each second; shared, it costs one. A poll gets a
+    view at most ``max_age`` old (its ``now`` says when it was made); the stream is exact.
+    """
+
+    def __init__(self, max_age: float, entries: int = 256) -> None:
+        self.max_age = max_age
+        self._entries = entries
+        self._views: OrderedDict[tuple[str, frozenset[str] | None], tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, alert_id: str, scope: Scope) -> bytes | None:
+        with self._lock:
+            held = self._views.get((alert_id, scope.roots))
+        return held[1] if held is not None and time.monotonic() - held[0] < self.max_age else None
+
+    def put(self, alert_id: str, scope: Scope, body: bytes) -> None:
+        with self._lock:
+            self._views[(alert_id, scope.roots)] = (time.monotonic(), body)
+            self._views.move_to_end((alert_id, scope.roots))
+            while len(self._views) > self._entries:
+                self._views.popitem(last=False)
+
+
 @dataclass(slots=True)
 class Watch:
     """What one caller's view of one alert starts from."""
@@ -135,6 +167,16 @@ class Watch:
         return {"alert_id": self.alert_id, "now": now, **view.as_dict()}
 
 
+def authorise(client: redis.Redis, user: User) -> Scope:
+    """What ``user`` may see of any alert's linkage.
+
+    Raises:
+        Forbidden: an officer who acts for no unit.
+    """
+    user.require(Permission.READ_ALERTS)
+    return scope_for(user, units_of_user(client, user.name))
+
+
 def open_watch(service: AlertService, client: redis.Redis, user: User, alert_id: str,
                parsed: ParsedTasks | None = None) -> Watch:
     """Check who asks and for what, then read the alert's tasks.
@@ -143,8 +185,7 @@ def open_watch(service: AlertService, client: redis.Redis, user: User, alert_id:
         Forbidden: an officer who acts for no unit.
         NotFound: no such alert.
     """
-    user.require(Permission.READ_ALERTS)
-    scope = scope_for(user, units_of_user(client, user.name))
+    scope = authorise(client, user)
     tasks, last_id = read_tasks(client, alert_id, parsed)
     return Watch(alert_id, scope, service.targets.get().gazetteer, tasks, last_id)
 
@@ -227,18 +268,13 @@ class _Follower:
             return None
         now = time.time()
         watch = self.watch
-        visible = watch.tasks if watch.scope.roots is None else _in_scope(watch)
+        visible = in_scope(watch.tasks, watch.gazetteer, watch.scope)
         current = rollups(visible.values(), now)
         self.rollups_due, self.rollups_at = False, now
         if current == self.rollups_sent:
             return None
         self.rollups_sent = current
         return sse("rollups", {"now": now, "rollups": current})
-
-
-def _in_scope(watch: Watch) -> dict[str, Task]:
-    parent_of = parent_lookup(watch.tasks, watch.gazetteer)
-    return {code: task for code, task in watch.tasks.items() if watch.scope.covers(code, parent_of)}
 
 
 def _snapshot_event(watch: Watch) -> tuple[dict[str, Any], bytes]:
@@ -294,6 +330,7 @@ def add_routes(app: web.Application, *, redis_url: str, redis_key: web.AppKey[re
     open_streams: set[asyncio.Task[Any]] = set()
     app[_OPEN_STREAMS] = open_streams
     parsed = ParsedTasks()
+    views = SharedViews(VIEW_MAX_AGE_SECONDS)
 
     async def stream_redis(app: web.Application) -> AsyncIterator[None]:
         client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=STREAM_SOCKET_TIMEOUT_SECONDS)
@@ -310,10 +347,20 @@ def add_routes(app: web.Application, *, redis_url: str, redis_key: web.AppKey[re
         return await asyncio.to_thread(open_watch, request.app[service_key], request.app[redis_key],
                                        request[user_key], request.match_info["id"], parsed)
 
+    def shared_view(service: AlertService, client: redis.Redis, user: User, alert_id: str) -> bytes:
+        scope = authorise(client, user)
+        body = views.get(alert_id, scope)
+        if body is not None and client.exists(keys.alert(alert_id)):
+            return body
+        current = open_watch(service, client, user, alert_id, parsed)
+        # ~8 ms to build and as much to serialise a city-wide tree: off the event loop, once for everyone
+        body = _dumps(current.snapshot()).encode()
+        views.put(alert_id, scope, body)
+        return body
+
     async def linkage(request: web.Request) -> web.Response:
-        current = await watch(request)
-        # ~5 ms to build and as much to serialise a city-wide tree: both off the event loop
-        body = await asyncio.to_thread(lambda: _dumps(current.snapshot()).encode())
+        body = await asyncio.to_thread(shared_view, request.app[service_key], request.app[redis_key],
+                                       request[user_key], request.match_info["id"])
         return web.Response(body=body, content_type="application/json", charset="utf-8")
 
     async def linkage_stream(request: web.Request) -> web.StreamResponse:

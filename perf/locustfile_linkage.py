@@ -36,12 +36,13 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gevent
-from locust import HttpUser, constant, constant_pacing, constant_throughput, events, task
+from locust import HttpUser, constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
@@ -95,6 +96,23 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 _spread = itertools.count()
 
 
+def paced(per_second: float) -> Callable[[Any], float]:
+    """A wait_time: ``per_second`` tasks a second, each user keeping its own phase.
+
+    locust's constant_throughput lines every user up with its spawn time, so users spawned together
+    send in bursts (50 at once every few seconds): the latency measured is then the queue of the
+    burst, not the service's. With a random first delay (on_start) and this, arrivals spread out.
+    """
+    period = 1 / per_second
+
+    def wait(user: Any) -> float:
+        now = time.monotonic()
+        user.due = max(getattr(user, "due", now) + period, now)  # after a slow spell: no catch-up burst
+        return user.due - now
+
+    return wait
+
+
 def base_url() -> str:
     """The API process of the next user ("" : locust's --host)."""
     return API_URLS[next(_spread) % len(API_URLS)] if API_URLS else ""
@@ -104,7 +122,7 @@ class Officer(FastHttpUser):
     """Takes the next (alert, unit) of the shared work list and acknowledges it as that unit's officer."""
 
     fixed_count = ACK_USERS
-    wait_time = constant_throughput(ACK_RATE / ACK_USERS) if ACK_RATE else constant(0)
+    wait_time = paced(ACK_RATE / ACK_USERS) if ACK_RATE else constant(0)
 
     def on_start(self) -> None:
         self.base = base_url()
@@ -141,7 +159,7 @@ class TreePoller(FastHttpUser):
     """A supervisor's screen polling the whole tree of one of the alerts, once a second."""
 
     fixed_count = POLLERS
-    wait_time = constant_pacing(1)
+    wait_time = paced(1)
 
     def on_start(self) -> None:
         self.base = base_url()

@@ -74,4 +74,3 @@ echo "CPU seconds during the locust run: API ($API_PROCS process(es)) $(used "$(
   "$api_cpu_before"), redis-server $(used "$(cpu_seconds "$redis_pid")" "$redis_cpu_before"), $WORKERS RQ worker(s)" \
   "$(used "$(cpu_of "${worker_pids[@]}")" "$worker_cpu_before"); load average $load_before before," \
   "$(cut -d' ' -f1 /proc/loadavg) after (2 cores)" | tee -a "perf/results/linkage-$TAG.md"
-cat "$work"/api-*.log | grep -c '" 5[0-9][0-9] ' | sed 's/^/API 5xx responses: /' || true

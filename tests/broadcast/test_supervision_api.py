@@ -357,3 +357,13 @@ async def test_redis_failure_ends_the_stream_cleanly(client, auth, alert, monkey
     assert (await events.next()).type == "snapshot"
     rest = await asyncio.wait_for(response.content.read(), 5)
     assert b"HTTP/1.1" not in rest and b"error" not in rest  # ended, not a second response written into it
+
+
+async def test_polls_share_a_view_for_half_a_second(client, auth, redis_client, alert) -> None:
+    first = await (await client.get(f"/api/alerts/{alert}/linkage", headers=auth["bob"])).json()
+    ack(redis_client, alert, FUTIAN)
+    again = await (await client.get(f"/api/alerts/{alert}/linkage", headers=auth["erin"])).json()
+    assert again["now"] == first["now"]  # same scope (everything), within VIEW_MAX_AGE_SECONDS
+    await asyncio.sleep(supervision_api.VIEW_MAX_AGE_SECONDS + 0.1)
+    fresh = await (await client.get(f"/api/alerts/{alert}/linkage", headers=auth["erin"])).json()
+    assert fresh["now"] > first["now"] and fresh["rollups"]["all"]["acknowledged"] == 1
