@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -24,7 +27,7 @@ from broadcast.openapi import openapi_document
 from broadcast.records import AlertRecord
 from broadcast.settings import Settings
 from broadcast.signals import load_catalogue
-from broadcast.users import Permission, User, UserDirectory
+from broadcast.users import Permission, RecentTokens, User, UserDirectory
 from channels import twilio_callbacks
 from channels.twilio import callback_auth_token
 from geotarget.gazetteer import Level, Unit
@@ -37,6 +40,7 @@ SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", redis.Redis)
 SERVICE = web.AppKey("service", AlertService)
 USERS = web.AppKey("users", UserDirectory)
+TOKENS = web.AppKey("tokens", RecentTokens)
 USER = web.RequestKey("user", User)  # the authenticated user
 
 PUBLIC_PATHS = frozenset({"/healthz"})
@@ -86,7 +90,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         scheme, token = "bearer", request.query["access_token"]
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("send 'Authorization: Bearer <token>'", field="Authorization")
-    request[USER] = await asyncio.to_thread(request.app[USERS].authenticate, token.strip())
+    tokens, token = request.app[TOKENS], token.strip()
+    request[USER] = tokens.cached(token) or await asyncio.to_thread(tokens.authenticate, token)
     return await handler(request)
 
 
@@ -326,6 +331,7 @@ def create_app(settings: Settings) -> web.Application:
         client = redis.Redis.from_url(settings.effective_redis_url, health_check_interval=30)
         app[REDIS] = client
         app[USERS] = UserDirectory(client)
+        app[TOKENS] = RecentTokens(app[USERS])
         app[SERVICE] = AlertService(client, settings, load_catalogue(),
                                     TargetCache(RegistryStore(client, settings.data_dir)))
         yield
@@ -362,7 +368,39 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def serve(settings: Settings) -> None:
-    """Run the API in the foreground until interrupted."""
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None,
+def serve(settings: Settings, processes: int = 1) -> None:
+    """Run the API in the foreground until interrupted (SIGINT or SIGTERM).
+
+    Args:
+        settings: The service settings (host and port to listen on).
+        processes: How many API processes listen on the port. One process uses one core at most
+            (the GIL); with more, the kernel spreads connections over them (SO_REUSEPORT). Each
+            keeps its own short-lived caches (tree views, tokens), so they share less.
+    """
+    if processes <= 1:
+        _serve_one(settings)
+        return
+    context = multiprocessing.get_context("spawn")  # nothing of this process (loops, clients) is inherited
+    children = [context.Process(target=_serve_one, args=(settings, True), name=f"api-{number}")
+                for number in range(1, processes + 1)]
+    for child in children:
+        child.start()
+
+    def stop(*_: Any) -> None:
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for child in children:
+            child.join()
+    except KeyboardInterrupt:  # the children got the terminal's SIGINT too
+        stop()
+        for child in children:
+            child.join()
+
+
+def _serve_one(settings: Settings, reuse_port: bool = False) -> None:
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, reuse_port=reuse_port,
                 access_log_format='%a "%r" %s %b %Tfs')

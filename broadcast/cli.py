@@ -1,7 +1,7 @@
 """The ``broadcast`` command.
 
     broadcast up [--workers N]             the whole local stack in the foreground
-    broadcast serve                        the HTTP API only
+    broadcast serve [--processes N]        the HTTP API only
     broadcast worker [--burst] [--fork]    one RQ worker
     broadcast user add NAME --role ROLE    prints the new user's token, nothing else
     broadcast user list | token NAME | remove NAME
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import redis
 
-from broadcast.errors import BroadcastError
+from broadcast.errors import BroadcastError, InvalidInput
 from broadcast.settings import Settings, load_settings
 from broadcast.users import UserDirectory, parse_roles
 
@@ -51,7 +51,9 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from broadcast.api import serve
 
-    serve(settings)
+    if args.processes < 1:
+        raise InvalidInput("at least one process", field="--processes")
+    serve(settings, processes=args.processes)
     return 0
 
 
@@ -391,7 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=None, help="number of worker processes")
     up.add_argument("--no-sim", action="store_true", help="do not start the channel simulators")
     up.set_defaults(run=cmd_up)
-    commands.add_parser("serve", help="run the HTTP API").set_defaults(run=cmd_serve)
+    serve = commands.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--processes", type=int, default=1,
+                       help="API processes sharing the port (SO_REUSEPORT); about one per core")
+    serve.set_defaults(run=cmd_serve)
     worker = commands.add_parser("worker", help="run one RQ worker on the alert queues")
     worker.add_argument("--name")
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")

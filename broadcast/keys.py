@@ -14,6 +14,13 @@ def alert(alert_id: str) -> str:
     return f"{PREFIX}alert:{alert_id}"
 
 
+# Hash: state, expires, replaced_by, version of the alert record (broadcast.records.AlertStatus),
+# written with the record in the same transaction; acknowledgements read it instead of the record.
+# Owned by the alert: permanent, like the record.
+def alert_status(alert_id: str) -> str:
+    return f"{PREFIX}alert-status:{alert_id}"
+
+
 # Sorted set: alert id -> creation time (epoch seconds), for listing newest first.
 ALERTS_BY_CREATION = f"{PREFIX}alerts:by-created"
 

@@ -265,14 +265,16 @@ class LinkageStore:
         return Task.from_json(raw)
 
     def change(self, alert_id: str, unit: str, event: str, rule: Callable[[Task], Task | None],
-               *, attempts: int = 20) -> tuple[Task, bool]:
+               *, attempts: int = 20, raw: bytes | None = None) -> tuple[Task, bool]:
         """Apply ``rule`` to the stored task atomically; returns (task as it is now, whether it changed).
 
         ``rule`` is pure: it gets the current task and returns the new one, or None for no change.
-        Its errors (Conflict, InvalidInput) propagate and nothing is written.
+        Its errors (Conflict, InvalidInput) propagate and nothing is written. ``raw``: the task's JSON
+        as the caller has just read it, which saves the first read (the compare-and-set still checks it).
         """
-        for _ in range(attempts):
-            raw = self.redis.hget(keys.linkage_tasks(alert_id), unit)
+        for attempt in range(attempts):
+            if attempt or raw is None:
+                raw = self.redis.hget(keys.linkage_tasks(alert_id), unit)
             if raw is None:
                 raise NotFound(f"alert {alert_id} has no linkage task for unit {unit}", field="unit")
             current = Task.from_json(raw)

@@ -1,4 +1,4 @@
-"""Acknowledging linkage tasks, four ways, all through :meth:`Acknowledging.acknowledge`.
+"""Acknowledging linkage tasks, four ways, all recorded by :class:`Acknowledging` with the same checks.
 
     GET  /ack/{token}                                  the officer's page: the warning, the task, a form
     POST /ack/{token}                                  status, note (form or JSON): records it (via link)
@@ -29,8 +29,9 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -53,9 +54,9 @@ from broadcast.linkage import (
     check_note,
 )
 from broadcast.linkage_jobs import parse_recipient_id
-from broadcast.records import AlertRecord, State
+from broadcast.records import AlertRecord, AlertStatus, State
 from broadcast.render import environment
-from broadcast.roster import Officer, RosterStore, units_of_user
+from broadcast.roster import Officer, RosterStore, units_from, units_of_user
 from broadcast.users import Role, User
 from channels import twilio_callbacks
 from geotarget.gazetteer import Gazetteer
@@ -67,6 +68,11 @@ STATUS_NAMES = {AckStatus.RECEIVED: ("收到", "received"), AckStatus.LINKAGE_ST
 ENDED_NAMES = {"cancelled": "解除", "updated": "更新", "expired": "过期"}
 SUPERVISING_ROLES = frozenset({Role.FORECASTER, Role.APPROVER, Role.OPS, Role.ADMIN})
 MAX_CARRIED_HOPS = 20
+# Held in each API process, not read per answer: a newly published gazetteer shows this much later,
+# a deleted link secret (voiding every link) takes this long to void them here.
+GAZETTEER_MAX_AGE_SECONDS = 1.0
+LINK_SECRET_MAX_AGE_SECONDS = 60.0
+MAX_USERS_HELD = 100_000  # (user, unit) -> officer id entries, per roster import
 _REPLY = re.compile(r"^([123])(?:\s*[.,:;，。：；、]\s*|\s+|$)(.*)$", re.S)
 _RECEIVED_WORDS = frozenset({"ok", "okay", "yes", "y", "收到", "好", "确认"})
 
@@ -79,45 +85,98 @@ class Answered:
     """The task after an acknowledgement, the alert it belongs to, and whether anything changed."""
 
     task: Task
-    record: AlertRecord
+    alert: AlertStatus
     changed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What one pipelined read found about an (alert, unit) and, when asked, the API user or the officer."""
+
+    alert: AlertStatus | None  # None: no such alert, or a record stored before statuses were kept
+    task: bytes | None  # the task's JSON
+    user_units: frozenset[str] = frozenset()
+    roster: bytes | None = None  # when the roster was imported: the version of its officers
+    officer: bytes | None = None  # the officer's JSON
+
+
 class Acknowledging:
-    """Record an officer's answer to a unit's task, whichever way it came."""
+    """Record an officer's answer to a unit's task, whichever way it came.
+
+    One per API process (threads share it). An answer costs two Redis round trips: one pipelined
+    read of everything checked (the alert's status hash, not its record; the task; the user's units
+    or the link's officer) and the compare-and-set. The gazetteer, the link secret and which
+    officer an API user is are held in the process (see the constants above).
+    """
 
     def __init__(self, service: AlertService) -> None:
         self.service = service
         self.redis: redis.Redis = service.store.redis
         self.tasks = LinkageStore(self.redis)
         self.roster = RosterStore(self.redis, service.settings.timezone)
+        self._lock = threading.Lock()
+        self._secret: tuple[float, bytes] | None = None
+        self._officers_roster: bytes | None = None  # the roster import _officers_of_users is from
+        self._officers_of_users: dict[tuple[str, str], str | None] = {}
 
     @property
     def gazetteer(self) -> Gazetteer:
-        return self.service.targets.get().gazetteer
+        return self.service.targets.recent(GAZETTEER_MAX_AGE_SECONDS).gazetteer
 
-    def current(self, alert_id: str, unit: str) -> tuple[AlertRecord, Task]:
-        """The alert and the task an answer about (alert_id, unit) goes to.
+    def _read(self, alert_id: str, unit: str, *, user: str | None = None, officer: str | None = None) -> _Seen:
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.alert_status(alert_id), AlertStatus.FIELDS)
+            pipe.hget(keys.linkage_tasks(alert_id), unit)
+            if user is not None:
+                pipe.hget(keys.USER_UNITS, user)
+                pipe.hget(keys.ROSTER_META, "imported_at")
+            if officer is not None:
+                pipe.hget(keys.ROSTER_OFFICERS, officer)
+            status, task, *rest = pipe.execute()
+        alert = AlertStatus.from_fields(alert_id, status)
+        if user is not None:
+            return _Seen(alert, task, units_from(rest[0]), rest[1])
+        return _Seen(alert, task, officer=rest[0] if rest else None)
+
+    def _alert(self, seen: _Seen, alert_id: str) -> AlertStatus:
+        """Raises NotFound (field ``id``) for no such alert."""
+        return seen.alert if seen.alert is not None else self.service.store.status_of_record(alert_id)
+
+    def _current(self, seen: _Seen, alert_id: str, unit: str) -> tuple[AlertStatus, bytes]:
+        """The alert and the task JSON an answer about (alert_id, unit) goes to: the task itself, or the
+        one an Update that kept the level carried it over to.
 
         Raises:
             NotFound: no such alert (field ``id``) or no task for the unit (field ``unit``).
         """
-        record = self.service.store.get(alert_id)
+        alert = self._alert(seen, alert_id)
         if unit not in self.gazetteer:
             raise NotFound(f"no unit {unit} in the gazetteer", field="unit")
-        task = self.tasks.task(alert_id, unit)
+        raw = seen.task
+        if raw is None:
+            raise NotFound(f"alert {alert_id} has no linkage task for unit {unit}", field="unit")
+        task: Task | None = None
         for _ in range(MAX_CARRIED_HOPS):
-            if record.state is not State.UPDATED or not record.replaced_by:
+            if alert.state is not State.UPDATED or not alert.replaced_by:
                 break
-            successor = self.service.store.get(record.replaced_by)
-            try:
-                carried = self.tasks.task(successor.id, unit)
-            except NotFound:
+            successor = self._read(alert.replaced_by, unit)
+            if successor.task is None:
                 break
+            task = task or Task.from_json(raw)
+            carried = Task.from_json(successor.task)
             if carried.opened_at != task.opened_at:
                 break  # the update raised the level: a new task, which this answer is not about
-            record, task = successor, carried
-        return record, task
+            alert, raw, task = self._alert(successor, alert.replaced_by), successor.task, carried
+        return alert, raw
+
+    def current(self, alert_id: str, unit: str) -> tuple[AlertRecord, Task]:
+        """The alert (its whole record) and the task an answer about (alert_id, unit) goes to.
+
+        Raises:
+            NotFound: no such alert (field ``id``) or no task for the unit (field ``unit``).
+        """
+        alert, raw = self._current(self._read(alert_id, unit), alert_id, unit)
+        return self.service.store.get(alert.id), Task.from_json(raw)
 
     def acknowledge(self, alert_id: str, unit: str, officer: str, via: AckVia, status: AckStatus, note: str,
                     now: float | None = None) -> Answered:
@@ -128,22 +187,28 @@ class Acknowledging:
             InvalidInput: the note is too long, or missing for cannot_comply (field ``note``).
             Conflict: the alert was cancelled, updated or has expired (its tasks are closed).
         """
+        return self._record(self._read(alert_id, unit), alert_id, unit, officer, via, status, note, now)
+
+    def _record(self, seen: _Seen, alert_id: str, unit: str, officer: str, via: AckVia, status: AckStatus,
+                note: str, now: float | None = None) -> Answered:
         now = time.time() if now is None else now
         note = check_note(note, status)
-        record, task = self.current(alert_id, unit)
-        ended = record.state is not State.ISSUED or workflow.expire(record, self.service.now()) is not None
-        if ended:
-            state = record.state.value if record.state is not State.ISSUED else "expired"
-            raise Conflict(f"alert {record.id} is {state}; the linkage task of unit {unit} is closed", field="state")
+        alert, raw = self._current(seen, alert_id, unit)
+        ended = alert.ended(self.service.now())
+        if ended is not None:
+            raise Conflict(f"alert {alert.id} is {ended}; the linkage task of unit {unit} is closed", field="state")
         ack = Acknowledgement(officer, now, via, status, note)
-        updated, changed = self.tasks.change(record.id, task.unit, "acknowledged", lambda t: acknowledge(t, ack))
-        return Answered(updated, record, changed)
+        updated, changed = self.tasks.change(alert.id, unit, "acknowledged", lambda t: acknowledge(t, ack),
+                                             raw=raw)
+        return Answered(updated, alert, changed)
 
     # ------------------------------------------------------------ the four ways
 
     def by_link(self, token: str, status: AckStatus, note: str) -> Answered:
-        claim = self.claim(token)
-        return self.acknowledge(claim.alert_id, claim.unit, claim.officer, AckVia.LINK, status, note)
+        claim = self._verify(token)
+        seen = self._read(claim.alert_id, claim.unit, officer=claim.officer)
+        self._check_officer(claim, seen.officer)
+        return self._record(seen, claim.alert_id, claim.unit, claim.officer, AckVia.LINK, status, note)
 
     def claim(self, token: str) -> ack_links.AckClaim:
         """The claim of a genuine, unexpired link whose officer still answers for its unit.
@@ -152,23 +217,49 @@ class Acknowledging:
             Forbidden: forged or altered, or the officer no longer answers for the unit (403).
             LinkExpired: past the alert's expiry (410).
         """
-        claim = ack_links.verify(ack_links.secret_of(self.service.settings, self.redis), token, time.time())
-        officer = self.roster.officer(claim.officer)
-        if officer is None or officer.unit != claim.unit:
-            raise Forbidden(f"officer {claim.officer} does not answer for unit {claim.unit} on the current roster",
-                            field="token")
+        claim = self._verify(token)
+        self._check_officer(claim, self.redis.hget(keys.ROSTER_OFFICERS, claim.officer))
         return claim
 
+    def _verify(self, token: str) -> ack_links.AckClaim:
+        with self._lock:
+            held = self._secret
+        if held is None or time.monotonic() - held[0] >= LINK_SECRET_MAX_AGE_SECONDS:
+            held = time.monotonic(), ack_links.secret_of(self.service.settings, self.redis)
+            with self._lock:
+                self._secret = held
+        return ack_links.verify(held[1], token, time.time())
+
+    @staticmethod
+    def _check_officer(claim: ack_links.AckClaim, officer: bytes | None) -> None:
+        if officer is None or json.loads(officer)["unit"] != claim.unit:
+            raise Forbidden(f"officer {claim.officer} does not answer for unit {claim.unit} on the current roster",
+                            field="token")
+
     def by_api(self, user: User, alert_id: str, unit: str, status: AckStatus, note: str) -> Answered:
-        self.service.store.get(alert_id)
+        seen = self._read(alert_id, unit, user=user.name)
+        seen = replace(seen, alert=self._alert(seen, alert_id))
         if unit not in self.gazetteer:
             raise NotFound(f"no unit {unit} in the gazetteer", field="unit")
-        if Role.OFFICER not in user.roles or unit not in units_of_user(self.redis, user.name):
+        if Role.OFFICER not in user.roles or unit not in seen.user_units:
             raise Forbidden(f"{user.name} does not act for unit {unit}; officers acknowledge their own units only",
                             field="unit")
-        officer = next((o for o in self.roster.of_unit(unit) if o.user == user.name), None)
-        return self.acknowledge(alert_id, unit, officer.id if officer else f"user:{user.name}", AckVia.API, status,
-                                note)
+        officer = self._officer_of_user(user.name, unit, seen.roster)
+        return self._record(seen, alert_id, unit, officer or f"user:{user.name}", AckVia.API, status, note)
+
+    def _officer_of_user(self, user: str, unit: str, roster: bytes | None) -> str | None:
+        """The id of the officer of ``unit`` API user ``user`` is on the roster imported at ``roster``."""
+        key = (user, unit)
+        with self._lock:
+            if self._officers_roster != roster or len(self._officers_of_users) > MAX_USERS_HELD:
+                self._officers_roster, self._officers_of_users = roster, {}
+            if key in self._officers_of_users:
+                return self._officers_of_users[key]
+        found = next((o.id for o in self.roster.of_unit(unit) if o.user == user), None)
+        with self._lock:
+            if self._officers_roster == roster:
+                self._officers_of_users[key] = found
+        return found
 
     def by_voice(self, alert_id: str, recipient_id: str) -> Answered | None:
         parsed = parse_recipient_id(recipient_id)
@@ -258,6 +349,8 @@ def can_see(user: User, unit: str, units: frozenset[str], gazetteer: Gazetteer) 
 
 # ---------------------------------------------------------------- HTTP
 
+ACKNOWLEDGING = web.AppKey("acknowledging", Acknowledging)
+
 
 def add_routes(app: web.Application, service_key: web.AppKey[AlertService],
                user_key: web.RequestKey[User]) -> None:
@@ -269,8 +362,11 @@ def add_routes(app: web.Application, service_key: web.AppKey[AlertService],
         user_key: Where the auth middleware puts the authenticated user of an API request.
     """
 
+    async def start(app: web.Application) -> None:  # after the API's cleanup_ctx has made the service
+        app[ACKNOWLEDGING] = Acknowledging(app[service_key])
+
     def acknowledging(request: web.Request) -> Acknowledging:
-        return Acknowledging(request.app[service_key])
+        return request.app[ACKNOWLEDGING]
 
     async def get_task(request: web.Request) -> web.Response:
         alert_id, unit = request.match_info["id"], request.match_info["unit"]
@@ -332,14 +428,15 @@ def add_routes(app: web.Application, service_key: web.AppKey[AlertService],
 
     async def voice_ack(alert_id: str, recipient_id: str, _: dict[str, Any]) -> None:
         try:
-            await asyncio.to_thread(Acknowledging(app[service_key]).by_voice, alert_id, recipient_id)
+            await asyncio.to_thread(app[ACKNOWLEDGING].by_voice, alert_id, recipient_id)
         except BroadcastError as err:  # the caller hears "thank you" either way; the log says why it did not count
             log.warning("voice keypress for %s / %s not recorded: %s", alert_id, recipient_id, err.message)
 
     async def sms_reply(phone: str, body: str) -> str | None:
-        return await asyncio.to_thread(Acknowledging(app[service_key]).by_sms, phone, body)
+        return await asyncio.to_thread(app[ACKNOWLEDGING].by_sms, phone, body)
 
     # Not "stream": GET /api/alerts/{id}/linkage/stream is the supervision stream's (broadcast/supervision_api.py).
+    app.on_startup.append(start)
     unit_path = "/api/alerts/{id}/linkage/{unit:(?!stream$)[^/]+}"
     app.router.add_get(unit_path, get_task)
     app.router.add_post(unit_path + "/acknowledge", acknowledge_task)

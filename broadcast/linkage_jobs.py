@@ -475,7 +475,7 @@ async def _send_channel(step: _Round, adapters: dict[str, Any], context: Channel
     rate = settings.rates.get(channel, adapter_class(channel).capabilities.rate_per_second)
     account = channel_option(settings, channel, "account", "default")
     bucket = TokenBucket(context.redis, f"{channel}:{account}", rate,  # type: ignore[arg-type]
-                         chunk=min(CHUNK, max(1, int(rate))))
+                         chunk=min(settings.sender_chunk, max(1, int(rate))))
     limit = asyncio.Semaphore(CONCURRENCY)
 
     async def one(notice: Notice) -> bool:

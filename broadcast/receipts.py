@@ -30,16 +30,18 @@ from broadcast import keys
 DELIVERED = "delivered"
 UNDELIVERED = "undelivered"
 
-# ARGV[1] receipt TTL, ARGV[2] early TTL, ARGV[3..5] key prefixes (receipt, owner, early), then
-# quadruples: provider ref, receipt JSON, rank, outcome ("delivered" | "undelivered" | "" if not final).
+# ARGV[1] receipt TTL, ARGV[2] early TTL, ARGV[3..5] key prefixes (receipt, owner, early), ARGV[6]
+# the receipts, one per line: provider ref TAB rank TAB outcome ("delivered" | "undelivered" | ""
+# if not final) TAB receipt JSON ("" to count only). One argument, not four per receipt: packing
+# thousands of arguments a second costs the sender more than the script costs Redis.
 # Keys are built here from their prefixes: one call stores a whole batch of receipts (one Redis
 # primary by design; see DESIGN.md). Returns how many receipts were counted against an alert.
 RECORD = """
 local ttl, early_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local receipt_prefix, owner_prefix, early_prefix = ARGV[3], ARGV[4], ARGV[5]
 local counted = 0
-for i = 6, #ARGV, 4 do
-  local ref, doc, rank, outcome = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+for ref, rank, outcome, doc in string.gmatch(ARGV[6], '([^\\t\\n]+)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\n]*)') do
+  rank = tonumber(rank)
   local newer = true
   if doc ~= '' then
     local current = redis.call('GET', receipt_prefix .. ref)
@@ -78,12 +80,15 @@ class Receipt:
 
 
 def _args(receipts: Sequence[Receipt]) -> list[Any]:
-    args: list[Any] = [keys.RECEIPT_TTL_SECONDS, keys.RECEIPT_EARLY_TTL_SECONDS, keys.receipt(""),
-                       keys.receipt_owner(""), keys.receipt_early("")]
+    lines = []
     for r in receipts:
-        args += [r.provider_ref, "" if r.document is None else json.dumps(r.document, ensure_ascii=False), r.rank,
-                 r.outcome]
-    return args
+        if not r.provider_ref or any(c in r.provider_ref for c in "\t\n"):
+            continue  # not an id a provider gives; nothing could ever own it
+        # json.dumps escapes control characters, so a document never holds a raw tab or newline.
+        doc = "" if r.document is None else json.dumps(r.document, ensure_ascii=False)
+        lines.append(f"{r.provider_ref}\t{r.rank}\t{r.outcome}\t{doc}")
+    return [keys.RECEIPT_TTL_SECONDS, keys.RECEIPT_EARLY_TTL_SECONDS, keys.receipt(""), keys.receipt_owner(""),
+            keys.receipt_early(""), "\n".join(lines)]
 
 
 async def record(client: redis.asyncio.Redis, receipts: Sequence[Receipt]) -> int:

@@ -201,3 +201,45 @@ class AlertRecord:
 
     def to_api(self) -> dict[str, Any]:
         return json.loads(self.to_json())
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStatus:
+    """The few facts of a record that an acknowledgement checks, kept beside it in a small hash.
+
+    Parsing a city-wide alert's record (~17 KB) costs more than the rest of an acknowledgement;
+    the store writes this with the record in the same transaction, so it is never behind.
+    """
+
+    id: str
+    state: State
+    expires: datetime | None
+    replaced_by: str | None
+    version: int
+
+    FIELDS = ("state", "expires", "replaced_by", "version")
+
+    @classmethod
+    def of(cls, record: AlertRecord) -> AlertStatus:
+        return cls(record.id, record.state, record.alert.expires, record.replaced_by, record.version)
+
+    def as_fields(self) -> dict[str, str]:
+        """The hash fields; every one is written ("" for none), so the hash is all there or absent."""
+        return {"state": self.state.value, "expires": self.expires.isoformat() if self.expires else "",
+                "replaced_by": self.replaced_by or "", "version": str(self.version)}
+
+    @classmethod
+    def from_fields(cls, alert_id: str, values: list[bytes | None]) -> AlertStatus | None:
+        """From an HMGET of :attr:`FIELDS`; None when the hash is absent."""
+        state, expires, replaced_by, version = values
+        if state is None or version is None:
+            return None
+        return cls(alert_id, State(state.decode()), datetime.fromisoformat(expires.decode()) if expires else None,
+                   replaced_by.decode() if replaced_by else None, int(version))
+
+    def ended(self, now: datetime) -> str | None:
+        """Why the alert's linkage tasks are closed ("cancelled", "updated", "expired", or a state before
+        issue), or None while it is issued and unexpired (as :func:`broadcast.workflow.expire` decides)."""
+        if self.state is not State.ISSUED:
+            return self.state.value
+        return "expired" if self.expires is not None and self.expires <= now else None

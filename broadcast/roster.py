@@ -556,5 +556,9 @@ def bind_user(client: redis.Redis, user: str, units: Iterable[str]) -> None:
 
 def units_of_user(client: redis.Redis, user: str) -> frozenset[str]:
     """The units API user ``user`` acts for (empty when none)."""
-    raw = client.hget(keys.USER_UNITS, user)
+    return units_from(client.hget(keys.USER_UNITS, user))
+
+
+def units_from(raw: bytes | None) -> frozenset[str]:
+    """The units of a user's ``keys.USER_UNITS`` field, as read (for callers that read it in a pipeline)."""
     return frozenset(raw.decode().split(",")) if raw else frozenset()

@@ -50,7 +50,6 @@ from broadcast.signals import Signal
 from channels.base import ChannelContext, DeliveryStatus, Message, Recipient, adapter_class, channel_option
 from geotarget.registry import Targets
 
-CHUNK = 100
 T = TypeVar("T")
 
 
@@ -112,7 +111,7 @@ class ChannelPool:
             context = await self.context()
             assert context.redis is not None
             self._buckets[channel] = TokenBucket(context.redis, f"{channel}:{account}", rate,
-                                                 chunk=min(CHUNK, max(1, int(rate))))
+                                                 chunk=min(self.settings.sender_chunk, max(1, int(rate))))
         return self._buckets[channel]
 
     async def aclose(self) -> None:

@@ -61,6 +61,9 @@ class Settings:
     batch_size: int = 1000  # recipients per RQ job (at most the channel's max_batch)
     lookahead_seconds: float = 10.0  # seconds of sending queued ahead per channel
     sender_lanes: int = 3  # chunks of one batch in flight at once (keeps a provider connection busy)
+    # Tokens (recipients) a sender takes from its account's bucket at once; also the bucket's burst,
+    # so the busiest second of an account is at most rate + sender_chunk.
+    sender_chunk: int = 100
     batch_timeout_seconds: int = 120  # a batch's RQ timeout (a dead worker's batch re-runs ~60 s after it)
     max_send_attempts: int = 5  # transient failures of one recipient before it counts as failed
     retry_backoff_seconds: float = 0.5
@@ -122,8 +125,8 @@ class Settings:
             raise InvalidInput(f"required languages not supported: {sorted(missing)}", field="languages")
         for name in ("workers", "max_headline_length", "max_text_length", "max_body_bytes",
                      "default_validity_hours", "job_timeout_seconds", "max_area_vertices", "max_sms_segments",
-                     "batch_size", "lookahead_seconds", "sender_lanes", "batch_timeout_seconds", "max_send_attempts",
-                     "dedupe_ttl_seconds"):
+                     "batch_size", "lookahead_seconds", "sender_lanes", "sender_chunk", "batch_timeout_seconds",
+                     "max_send_attempts", "dedupe_ttl_seconds"):
             if getattr(self, name) <= 0:
                 raise InvalidInput("must be positive", field=name)
         try:

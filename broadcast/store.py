@@ -19,7 +19,7 @@ from broadcast.audit import AuditEntry
 from broadcast.errors import BroadcastError, NotFound
 from broadcast.model import Alert
 from broadcast.queues import JobRequest, enqueue
-from broadcast.records import AlertRecord
+from broadcast.records import AlertRecord, AlertStatus
 
 T = TypeVar("T")
 
@@ -49,6 +49,30 @@ class AlertStore:
         if raw is None:
             raise NotFound(f"no alert {alert_id}", field="id")
         return AlertRecord.from_json(raw)
+
+    def status(self, alert_id: str) -> AlertStatus:
+        """The alert's state, expiry, successor and version, without reading the whole record.
+
+        Raises:
+            NotFound: no such alert.
+        """
+        found = AlertStatus.from_fields(alert_id, self.redis.hmget(keys.alert_status(alert_id), AlertStatus.FIELDS))
+        return found if found is not None else self.status_of_record(alert_id)
+
+    def status_of_record(self, alert_id: str) -> AlertStatus:
+        """The status from the record itself, for a record stored before statuses were kept; stores it.
+
+        Raises:
+            NotFound: no such alert.
+        """
+        status = AlertStatus.of(self.get(alert_id))
+        # Field by field only where absent: a writer that stored a newer record meanwhile wrote a whole
+        # newer status in its transaction, and this must not overwrite it.
+        with self.redis.pipeline(transaction=True) as pipe:
+            for name, value in status.as_fields().items():
+                pipe.hsetnx(keys.alert_status(alert_id), name, value)
+            pipe.execute()
+        return status
 
     def list(self, *, limit: int = 50, offset: int = 0) -> list[AlertRecord]:
         ids = self.redis.zrevrange(keys.ALERTS_BY_CREATION, offset, offset + limit - 1)
@@ -99,6 +123,7 @@ class AlertStore:
     def _write(self, pipe: redis.client.Pipeline, change: Change[T]) -> None:
         for record in change.records:
             pipe.set(keys.alert(record.id), record.to_json())
+            pipe.hset(keys.alert_status(record.id), mapping=AlertStatus.of(record).as_fields())
             if record.version == 1:
                 pipe.zadd(keys.ALERTS_BY_CREATION, {record.id: record.created.at.timestamp()})
             pipe.hset(keys.ALERTS_BY_CAP_REFERENCE, cap_key(record.alert), record.id)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -20,6 +23,9 @@ from broadcast.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauth
 
 _USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 TOKEN_PREFIX = "bct_"
+# How long an API process trusts a token it checked: a removed user or a rotated token keeps working
+# that long in processes that saw it (see RecentTokens).
+TOKEN_TRUST_SECONDS = 10.0
 
 
 class Role(StrEnum):
@@ -154,3 +160,46 @@ class UserDirectory:
         if name is None:
             raise Unauthenticated("unknown or revoked token", field="Authorization")
         return self.get(name.decode())
+
+
+class RecentTokens:
+    """Tokens this process checked in the last ``max_age`` seconds, and their users.
+
+    Checking a token costs two Redis round trips and a worker thread; officers answering in bursts
+    send the same token again and again. Only tokens that authenticated are held (keyed by their
+    digest, like Redis), so a new user's token works at once and garbage cannot fill the cache;
+    the price is that revoking a token takes up to ``max_age`` to reach a running API process.
+    """
+
+    def __init__(self, directory: UserDirectory, max_age: float = TOKEN_TRUST_SECONDS, entries: int = 10_000) -> None:
+        self.directory = directory
+        self.max_age = max_age
+        self._entries = entries
+        self._held: OrderedDict[str, tuple[float, User]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def cached(self, token: str) -> User | None:
+        """The user of a token checked recently, or None (no I/O: safe on the event loop)."""
+        digest = hash_token(token)
+        with self._lock:
+            held = self._held.get(digest)
+            if held is None:
+                return None
+            if time.monotonic() - held[0] >= self.max_age:
+                del self._held[digest]
+                return None
+            return held[1]
+
+    def authenticate(self, token: str) -> User:
+        """Check the token in Redis and remember its user.
+
+        Raises:
+            Unauthenticated: the token is unknown or revoked.
+        """
+        user, digest = self.directory.authenticate(token), hash_token(token)
+        with self._lock:
+            self._held[digest] = (time.monotonic(), user)
+            self._held.move_to_end(digest)
+            while len(self._held) > self._entries:
+                self._held.popitem(last=False)
+        return user

@@ -7,6 +7,7 @@ reminders) runs inside workers started with ``with_scheduler``; RQ elects one at
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import redis
@@ -24,7 +25,10 @@ def warm_up(connection: redis.Redis, settings: Settings) -> None:
     The first SMS of a red warning should leave within a second of approval; reading the
     facility registry alone takes about a second, so it happens here, once per process.
     """
+    import broadcast.jobs  # noqa: F401  (the job functions and every module they use: ~0.2 s of imports)
+    from broadcast import sender
     from broadcast.signals import load_catalogue
+    from channels.base import registered
     from geotarget.registry import RegistryStore, TargetCache
 
     load_catalogue()
@@ -32,6 +36,20 @@ def warm_up(connection: redis.Redis, settings: Settings) -> None:
         TargetCache(RegistryStore(connection, settings.data_dir)).get()
     except (redis.RedisError, OSError) as exc:
         log.warning("could not pre-load the registries (%s); the first job will", exc)
+    # The sender's loop, HTTP session (its TLS context alone takes ~0.1 s) and adapters.
+    runtime = sender.runtime(settings)
+
+    async def open_adapters() -> None:
+        for channel in registered():
+            try:
+                await runtime.pool.adapter(channel)
+            except Exception as exc:  # a misconfigured channel fails its own batches, with the reason
+                log.warning("channel %s could not be prepared: %s", channel, exc)
+
+    runtime.run(open_adapters())
+    # What is loaded now (modules, templates, the gazetteer) lives as long as the process: keep it out
+    # of the collector's full passes, which otherwise stall the sender's loop for tens of ms.
+    gc.freeze()
 
 
 def run_worker(settings: Settings, *, name: str | None = None, burst: bool = False, fork: bool = False,

@@ -552,6 +552,8 @@ class SmppClient:
         self._window = asyncio.Semaphore(window)
         self._sequence = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
+        self._deadlines: dict[int, float] = {}  # sequence -> loop time by which its response is due
+        self._sweeper: asyncio.Task[None] | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -605,9 +607,13 @@ class SmppClient:
             ConnectionError: not bound, or the connection was lost before the response.
             TimeoutError: no response within ``response_timeout``.
         """
+        return await self.submit_body(message.encode())
+
+    async def submit_body(self, body: bytes) -> Pdu:
+        """:meth:`submit_sm` of an already encoded body."""
         if not self._bound:
             raise ConnectionError("not bound")
-        return await self._request(Command.SUBMIT_SM, message.encode(), windowed=True)
+        return await self._request(Command.SUBMIT_SM, body, windowed=True)
 
     async def _request(self, command: int, body: bytes, *, windowed: bool) -> Pdu:
         if windowed:
@@ -623,16 +629,32 @@ class SmppClient:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Pdu] = loop.create_future()
         self._pending[sequence] = future
-        # A timer per request rather than asyncio.wait_for, which wraps every PDU in a task of its own.
-        timer = loop.call_later(self.response_timeout, _time_out, future, sequence, self.response_timeout)
+        # The sweeper fails it when no answer came in time: cheaper than asyncio.wait_for (a task per
+        # PDU) or a timer each.
+        self._deadlines[sequence] = loop.time() + self.response_timeout
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep(), name=f"smpp-timeouts-{self.host}:{self.port}")
         try:
             self._queue(HEADER.pack(HEADER.size + len(body), command, 0, sequence) + body)
             if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                 await writer.drain()
             return await future
         finally:
-            timer.cancel()
             self._pending.pop(sequence, None)
+            self._deadlines.pop(sequence, None)
+
+    async def _sweep(self) -> None:
+        """Fail requests unanswered past their deadline (checked a few times per response_timeout)."""
+        loop = asyncio.get_running_loop()
+        step = min(1.0, self.response_timeout / 4)
+        while self._pending:
+            await asyncio.sleep(step)
+            now = loop.time()
+            for sequence, deadline in list(self._deadlines.items()):
+                future = self._pending.get(sequence)
+                if deadline <= now and future is not None and not future.done():
+                    future.set_exception(TimeoutError(
+                        f"no response to sequence {sequence} within {self.response_timeout}s"))
 
     def _queue(self, encoded: bytes) -> None:
         # PDUs made in one turn of the loop leave in one write (one system call, not one each).
@@ -740,6 +762,9 @@ class SmppClient:
             self._writer.close()
             with contextlib.suppress(OSError, ConnectionError):
                 await self._writer.wait_closed()
+        if self._sweeper is not None:
+            self._tasks.append(self._sweeper)
+            self._sweeper = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -747,11 +772,6 @@ class SmppClient:
                 await task
         self._tasks.clear()
         self._writer = self._reader = None
-
-
-def _time_out(future: asyncio.Future[Pdu], sequence: int, seconds: float) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError(f"no response to sequence {sequence} within {seconds}s"))
 
 
 # ---------------------------------------------------------------- the SMS provider
@@ -875,6 +895,9 @@ class SmppProvider:
         self._receipts: asyncio.Queue[Receipt] = asyncio.Queue(maxsize=RECEIPT_QUEUE)
         self._receipt_writer: asyncio.Task[None] | None = None
         self._receipts_dropped = 0
+        c = self.config
+        # service_type, source TON/NPI and address, destination TON/NPI: the same in every submit_sm.
+        self._head = cstring("", 6) + bytes((c.source_ton, c.source_npi)) + cstring(c.source_addr, 21) + bytes((1, 1))
         self._receipts_expected = 0  # texts accepted with a receipt requested, and final receipts seen:
         self._receipts_seen = 0  # closing waits (briefly) for the difference to arrive
 
@@ -927,18 +950,18 @@ class SmppProvider:
             return DeliveryResult.permanent(recipient, str(exc))
         c = self.config
         ids: list[str] = []
+        head = self._head + cstring(smpp_destination(recipient.address), 21)
         for index, (data_coding, esm_class, payload) in enumerate(parts):
             # One delivery receipt per text, on its last part: a receipt per part triples the SMSC's
             # return traffic and what we store, and the last part arriving is what matters.
             last = index == len(parts) - 1
-            message = ShortMessage(source_addr=c.source_addr, destination_addr=smpp_destination(recipient.address),
-                                   short_message=payload, data_coding=data_coding, esm_class=esm_class,
-                                   registered_delivery=1 if last else 0, source_addr_ton=c.source_ton,
-                                   source_addr_npi=c.source_npi)
+            # The body of ShortMessage(source, destination, payload, data_coding, esm_class,
+            # registered_delivery).encode(), put together from the parts that stay the same.
+            body = head + bytes((esm_class, 0, 0, 0, 0, 1 if last else 0, 0, data_coding, 0, len(payload))) + payload
             retries = 0
             while True:
                 try:
-                    response = await client.submit_sm(message)
+                    response = await client.submit_body(body)
                 except TimeoutError:
                     return DeliveryResult.transient(recipient, f"no submit_sm_resp within {c.response_timeout}s")
                 except ConnectionError as exc:

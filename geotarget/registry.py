@@ -25,6 +25,7 @@ import json
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -147,13 +148,25 @@ class TargetCache:
         self.store = store
         self._lock = threading.Lock()
         self._targets: Targets | None = None
+        self._checked_at = float("-inf")  # time.monotonic() of the last look at the current versions
 
     def get(self) -> Targets:
         versions = self.store.current_versions()
         with self._lock:
             if self._targets is None or self._targets.versions != versions:
                 self._targets = self._load(versions)
+            self._checked_at = time.monotonic()
             return self._targets
+
+    def recent(self, max_age: float) -> Targets:
+        """The current Targets as of at most ``max_age`` seconds ago: no Redis read when checked since.
+
+        For hot request paths that only look units up (a publish is rare and may show a second late).
+        """
+        with self._lock:
+            if self._targets is not None and time.monotonic() - self._checked_at < max_age:
+                return self._targets
+        return self.get()
 
     def at(self, versions: dict[str, str]) -> Targets:
         """The Targets of given snapshot versions (a fan-out pins the versions it started with)."""

@@ -300,6 +300,17 @@ def fetch_sim(stack: Stack, provider: str, path: Path) -> tuple[list[tuple[float
     return entries, fetch_seconds, size
 
 
+def job_times(client: redis.Redis, job_ids: list[str], t0: float) -> dict:
+    """When each RQ job was enqueued, started and ended, in seconds after ``t0``."""
+    out = {}
+    for job_id in job_ids:
+        fields = client.hmget(f"rq:job:{job_id}", ["enqueued_at", "started_at", "ended_at"])
+        out[job_id.split("-")[0] + ("-notify" if "notify" in job_id else "")] = {
+            name: round(datetime.fromisoformat(v.decode().replace("Z", "+00:00")).timestamp() - t0, 3)
+            for name, v in zip(("enqueued", "started", "ended"), fields, strict=True) if v}
+    return out
+
+
 def batch_stats(client: redis.Redis, alert_id: str) -> dict:
     """Durations of the alert's send_batch RQ jobs (kept result_ttl=3600)."""
     durations, starts, ends = [], [], []
@@ -406,6 +417,8 @@ def run_once(args: argparse.Namespace) -> dict:
         result["redis_used_memory_end"] = info["used_memory_human"]
         result["redis_keys_end"] = stack.redis.dbsize()
         result["batch_jobs"] = batch_stats(stack.redis, alert_id)
+        result["jobs_after_approval_s"] = job_times(
+            stack.redis, [f"disseminate-{alert_id}", f"linkage-notify-{alert_id}"], t_approved)
         if "first_start" in result["batch_jobs"]:
             bj = result["batch_jobs"]
             bj["first_batch_start_after_approval_s"] = round(bj.pop("first_start") - t_approved, 3)

@@ -14,6 +14,7 @@ import redis
 
 from broadcast import ack_links, keys, linkage_jobs
 from broadcast.linkage import MAX_NOTE_LENGTH, LinkageStore
+from broadcast.records import AlertStatus
 from broadcast.roster import RosterStore, bind_user, demo_roster
 from broadcast.settings import Settings
 from broadcast.store import AlertStore
@@ -136,6 +137,18 @@ async def test_a_cancelled_alerts_tasks_cannot_be_acknowledged(client, auth, iss
     page = await client.get(f"/ack/{token}")
     assert page.status == 200 and "该预警已解除" in await page.text() and 'name="status"' not in await page.text()
     assert state(redis_client, issued["id"]) == before
+
+
+async def test_the_status_beside_the_record_and_records_stored_without_one(client, auth, issued,
+                                                                           redis_client: redis.Redis) -> None:
+    store = AlertStore(redis_client)
+    assert store.status(issued["id"]) == AlertStatus.of(store.get(issued["id"]))
+    redis_client.delete(keys.alert_status(issued["id"]))  # as stored before statuses were kept
+    response = await client.post(f"/api/alerts/{issued['id']}/linkage/{FUTIAN}/acknowledge",
+                                 json={"status": "received"}, headers=auth["dave"])
+    assert response.status == 200 and (await response.json())["changed"] is True
+    assert AlertStatus.from_fields(issued["id"], redis_client.hmget(keys.alert_status(issued["id"]),
+                                                                    AlertStatus.FIELDS)) == store.status(issued["id"])
 
 
 # ---------------------------------------------------------------- links

@@ -12,6 +12,7 @@ from broadcast.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauth
 from broadcast.users import (
     TOKEN_PREFIX,
     Permission,
+    RecentTokens,
     Role,
     User,
     UserDirectory,
@@ -239,3 +240,22 @@ def test_roles_add_up(directory: UserDirectory) -> None:
 def test_a_user_without_roles_can_do_nothing() -> None:
     nobody = User("nobody", frozenset())
     assert [p for p in Permission if nobody.can(p)] == []
+
+
+def test_recent_tokens_remember_only_tokens_that_authenticated_and_only_for_max_age(
+        directory: UserDirectory, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = directory.add("alice", frozenset({Role.OFFICER}))
+    recent, clock = RecentTokens(directory, max_age=10.0), [1000.0]
+    monkeypatch.setattr("broadcast.users.time.monotonic", lambda: clock[0])
+    assert recent.cached(token) is None
+    with pytest.raises(Unauthenticated):
+        recent.authenticate(token + "x")
+    assert recent.cached(token + "x") is None
+    assert recent.authenticate(token) == recent.cached(token) == User("alice", frozenset({Role.OFFICER}))
+    directory.remove("alice")
+    clock[0] += 9.9
+    assert recent.cached(token) is not None  # revocation reaches this process within max_age
+    clock[0] += 0.1
+    assert recent.cached(token) is None
+    with pytest.raises(Unauthenticated):
+        recent.authenticate(token)

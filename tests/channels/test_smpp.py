@@ -396,3 +396,20 @@ def test_pdu_parser_splits_a_stream_however_it_is_cut() -> None:
         PduParser().feed(b"\x00\x00\x00\x05" + b"\x00" * 12)  # command_length below the header's 16
     with pytest.raises(SmppProtocolError):
         ShortMessage.decode(b"\x00\x01\x01123")  # cut short inside the source address
+
+
+async def test_an_smsc_that_does_not_answer_in_time_gives_transient_results(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
+    context = context_for(channel_context, smsc.port, "sms.response_timeout=0.4")
+    adapter = SmsAdapter(context)
+    try:
+        assert {r.status.value for r in await adapter.send(sample_message("sms"), mobiles(1))} == {"accepted"}
+        await set_faults(channel_context, smsc, latency_ms=1500)  # the session is bound; now it goes slow
+        started = time.monotonic()
+        results = await adapter.send(sample_message("sms"), mobiles(3, start=10))
+        waited = time.monotonic() - started
+    finally:
+        await set_faults(channel_context, smsc, latency_ms=0)
+        await adapter.aclose()
+    assert [r.status.value for r in results] == ["transient"] * 3
+    assert all("no submit_sm_resp within 0.4" in (r.error or "") for r in results)
+    assert waited < 1.4  # failed by the timeout, not by the late answers

@@ -87,3 +87,13 @@ def test_a_snapshot_that_differs_from_its_manifest_is_refused(store, redis_clien
         store.locate("facilities", version)
     manifest = json.loads(redis_client.hget(keys.REGISTRY_MANIFESTS, f"facilities:{version}"))
     assert "screens.geojson" in manifest["files"]
+
+
+def test_recent_targets_skip_the_version_read_within_max_age(store, redis_client: redis.Redis,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    cache, reads = TargetCache(store), []
+    real = store.current_versions
+    monkeypatch.setattr(store, "current_versions", lambda: reads.append(1) or real())
+    first = cache.recent(60.0)
+    assert cache.recent(60.0) is first and len(reads) == 1
+    assert cache.recent(0.0) is first and len(reads) == 2
