@@ -18,7 +18,6 @@ This module holds the model, the pure rules that change a task, and the Redis st
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -286,20 +285,15 @@ class LinkageStore:
                 return updated, True
         raise Conflict(f"the task of unit {unit} kept changing; try again")
 
-    def events(self, alert_id: str, after: str = "0-0", *, count: int = 1000,
-               block_ms: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    def events(self, alert_id: str, after: str = "0-0", *, count: int = 1000) -> list[tuple[str, dict[str, Any]]]:
         """Changes after stream id ``after`` (``"$"`` = only new ones), oldest first: (event id, event)."""
-        reply = self.redis.xread({keys.linkage_events(alert_id): after}, count=count, block=block_ms)
+        reply = self.redis.xread({keys.linkage_events(alert_id): after}, count=count)
         out = []
         for _, entries in reply or ():
             for event_id, fields in entries:
                 out.append((event_id.decode(), {"type": fields[b"type"].decode(), "unit": fields[b"unit"].decode(),
                                                 "task": json.loads(fields[b"task"])}))
         return out
-
-
-def now() -> float:
-    return time.time()
 
 
 __all__ = ["AckStatus", "AckVia", "Acknowledgement", "Contact", "LinkageStore", "Task", "TaskState", "acknowledge",

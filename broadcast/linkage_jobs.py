@@ -48,18 +48,16 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import redis
 import redis.asyncio
 from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError
 
-from broadcast import ack_links, cap, keys
+from broadcast import ack_links, cap, keys, sender
 from broadcast.errors import TransientDeliveryError
 from broadcast.linkage import Contact, LinkageStore, Task, TaskState, carried, close, contacted_all, escalate
 from broadcast.model import MsgType, Severity
 from broadcast.queues import HOUSEKEEPING_QUEUE, QUEUE_BY_SEVERITY
-from broadcast.ratelimit import TokenBucket
 from broadcast.records import AlertRecord, State
 from broadcast.render import TEMPLATES_DIR, render
 from broadcast.roster import Officer, Rank, Roster, RosterStore
@@ -68,13 +66,10 @@ from broadcast.signals import Level as Colour
 from broadcast.signals import Signal, load_catalogue
 from broadcast.store import AlertStore
 from channels.base import (
-    ChannelContext,
     DeliveryStatus,
     Message,
     Recipient,
     RenderedText,
-    adapter_class,
-    channel_option,
 )
 from geotarget.gazetteer import Gazetteer
 from geotarget.registry import RegistryStore, TargetCache
@@ -415,47 +410,39 @@ def deliver(step: _Round, notices: Sequence[Notice]) -> list[tuple[Notice, str]]
     catalogue = load_catalogue()
     signal = catalogue.from_event_codes(code for info in step.record.alert.infos for code in info.event_codes)
     secret = ack_links.secret_of(step.settings, step.client)
-    return asyncio.run(_deliver(step, list(notices), signal, secret))
+    # The worker's sender runtime: the same open adapters (a bound SMPP session) and token buckets
+    # as the public fan-out, so notices and public messages share each account's rate.
+    runtime = sender.runtime(step.settings)
+    return runtime.run(_deliver(step, list(notices), signal, secret, runtime.pool))
 
 
-async def _deliver(step: _Round, notices: list[Notice], signal: Signal | None,
-                   secret: bytes) -> list[tuple[Notice, str]]:
-    settings = step.settings
+async def _deliver(step: _Round, notices: list[Notice], signal: Signal | None, secret: bytes,
+                   pool: sender.ChannelPool) -> list[tuple[Notice, str]]:
     cap_xml = cap.to_xml(step.record.alert)
     texts = NoticeTexts(step, signal)
     accepted: list[tuple[Notice, str]] = []
     tried: dict[int, set[str]] = {id(n): {n.channel} for n in notices}
     pending = [(n, n.channel) for n in notices]
-    async with aiohttp.ClientSession() as http:
-        client = redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
-            settings.effective_redis_url, max_connections=32, timeout=30))
-        context = ChannelContext(settings, http, client)
-        adapters: dict[str, Any] = {}
-        try:
-            while pending:
-                by_channel: dict[str, list[Notice]] = defaultdict(list)
-                for notice, channel in pending:
-                    by_channel[channel].append(notice)
-                outcomes = await asyncio.gather(*(
-                    _send_channel(step, adapters, context, channel, listed, texts, secret, cap_xml)
-                    for channel, listed in by_channel.items()))
-                pending = []
-                for channel, results in zip(by_channel, outcomes, strict=True):
-                    for notice, ok in results:
-                        if ok:
-                            accepted.append((notice, channel))
-                            continue
-                        fallback = _next_untried(notice.officer, tried[id(notice)])
-                        if fallback is not None:
-                            tried[id(notice)].add(fallback)
-                            pending.append((notice, fallback))
-                        else:
-                            log.warning("could not reach officer %s about %s on any channel", notice.officer.id,
-                                        notice.unit)
-        finally:
-            for adapter in adapters.values():
-                await adapter.aclose()
-            await client.aclose()
+    while pending:
+        by_channel: dict[str, list[Notice]] = defaultdict(list)
+        for notice, channel in pending:
+            by_channel[channel].append(notice)
+        outcomes = await asyncio.gather(*(
+            _send_channel(step, pool, channel, listed, texts, secret, cap_xml)
+            for channel, listed in by_channel.items()))
+        pending = []
+        for channel, results in zip(by_channel, outcomes, strict=True):
+            for notice, ok in results:
+                if ok:
+                    accepted.append((notice, channel))
+                    continue
+                fallback = _next_untried(notice.officer, tried[id(notice)])
+                if fallback is not None:
+                    tried[id(notice)].add(fallback)
+                    pending.append((notice, fallback))
+                else:
+                    log.warning("could not reach officer %s about %s on any channel", notice.officer.id,
+                                notice.unit)
     return accepted
 
 
@@ -464,18 +451,11 @@ def _next_untried(officer: Officer, tried: set[str]) -> str | None:
     return next((c for c in candidates if c not in tried and c in officer.contacts), None)
 
 
-async def _send_channel(step: _Round, adapters: dict[str, Any], context: ChannelContext, channel: str,
-                        notices: list[Notice], texts: NoticeTexts, secret: bytes,
-                        cap_xml: bytes) -> list[tuple[Notice, bool]]:
+async def _send_channel(step: _Round, pool: sender.ChannelPool, channel: str, notices: list[Notice],
+                        texts: NoticeTexts, secret: bytes, cap_xml: bytes) -> list[tuple[Notice, bool]]:
     """Send ``notices`` on one channel, a chunk at a time after taking that many tokens from its bucket."""
-    settings = step.settings
-    adapter = adapters.get(channel)
-    if adapter is None:
-        adapter = adapters[channel] = adapter_class(channel)(context)
-    rate = settings.rates.get(channel, adapter_class(channel).capabilities.rate_per_second)
-    account = channel_option(settings, channel, "account", "default")
-    bucket = TokenBucket(context.redis, f"{channel}:{account}", rate,  # type: ignore[arg-type]
-                         chunk=min(settings.sender_chunk, max(1, int(rate))))
+    adapter = await pool.adapter(channel)
+    bucket = await pool.bucket(channel)
     limit = asyncio.Semaphore(CONCURRENCY)
 
     async def one(notice: Notice) -> bool:

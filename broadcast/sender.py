@@ -177,9 +177,8 @@ def runtime(settings: Settings) -> SenderRuntime:
 
 async def run_batch(batch: Batch, record: AlertRecord, *, signal: Signal | None, cap_xml: bytes,
                     targets: Targets, settings: Settings, client: redis.Redis,
-                    pool: ChannelPool | None = None) -> BatchReport:
-    """Send one batch. With a ``pool`` (a worker's), its adapters and buckets are reused; without
-    one (a test, a one-off), everything is opened for this batch and closed after it."""
+                    pool: ChannelPool) -> BatchReport:
+    """Send one batch through ``pool`` (the worker's open adapters and token buckets)."""
     report = BatchReport()
     recipients = materialize(batch, targets)
     ttl = settings.dedupe_ttl_seconds
@@ -193,22 +192,15 @@ async def run_batch(batch: Batch, record: AlertRecord, *, signal: Signal | None,
         return report
     message = build_message(batch.channel, batch.alert_id, record.alert, signal=signal,
                             timezone=settings.timezone, cap_xml=cap_xml)
-    own = pool is None
-    if pool is None:
-        pool = ChannelPool(settings)
+    adapter = await pool.adapter(batch.channel)
+    bucket = await pool.bucket(batch.channel)
+    context = await pool.context()
+    assert context.redis is not None
     try:
-        adapter = await pool.adapter(batch.channel)
-        bucket = await pool.bucket(batch.channel)
-        try:
-            context = await pool.context()
-            assert context.redis is not None
-            await _send_all(adapter, bucket, message, deque(todo), batch, report, settings, client, context.redis)
-        except Exception:
-            await pool.drop_adapter(batch.channel)
-            raise
-    finally:
-        if own:
-            await pool.aclose()
+        await _send_all(adapter, bucket, message, deque(todo), batch, report, settings, client, context.redis)
+    except Exception:
+        await pool.drop_adapter(batch.channel)  # the next batch opens a fresh one
+        raise
     return report
 
 

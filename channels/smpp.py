@@ -39,7 +39,6 @@ import contextlib
 import functools
 import inspect
 import itertools
-import json
 import logging
 import random
 import re
@@ -192,21 +191,6 @@ class Pdu:
         except ValueError:
             name = f"0x{self.command_id:08X}"
         return f"Pdu({name}, status={self.command_status:#x}, seq={self.sequence}, {len(self.body)} octets)"
-
-
-async def read_pdu(reader: asyncio.StreamReader) -> Pdu:
-    """Read one PDU.
-
-    Raises:
-        asyncio.IncompleteReadError: the peer closed the connection.
-        SmppProtocolError: an impossible command_length.
-    """
-    header = await reader.readexactly(HEADER.size)
-    length, command_id, status, sequence = HEADER.unpack(header)
-    if not HEADER.size <= length <= MAX_PDU_LENGTH:
-        raise SmppProtocolError(f"command_length {length} out of range")
-    body = await reader.readexactly(length - HEADER.size) if length > HEADER.size else b""
-    return Pdu(command_id, status, sequence, body)
 
 
 class PduParser:
@@ -469,9 +453,6 @@ class Receipt:
                 "time": received_at or datetime.now(UTC).isoformat(), "rank": rank,
                 "provider_status": self.stat, "done_date": self.done_date}
 
-    def as_json(self) -> str:
-        return json.dumps(self.as_dict())
-
     def stored(self, received_at: str | None = None) -> receipts.Receipt:
         """As broadcast.receipts stores and counts it (``received_at``: one time for a whole batch).
 
@@ -600,17 +581,14 @@ class SmppClient:
         if self.enquire_link_interval > 0:
             self._tasks.append(asyncio.create_task(self._keepalive(), name=f"smpp-keepalive-{where}"))
 
-    async def submit_sm(self, message: ShortMessage) -> Pdu:
-        """Send one submit_sm within the window; its submit_sm_resp (or generic_nack).
+    async def submit_body(self, body: bytes) -> Pdu:
+        """Send one submit_sm (its encoded body, see ShortMessage.encode) within the window; its
+        submit_sm_resp (or generic_nack).
 
         Raises:
             ConnectionError: not bound, or the connection was lost before the response.
             TimeoutError: no response within ``response_timeout``.
         """
-        return await self.submit_body(message.encode())
-
-    async def submit_body(self, body: bytes) -> Pdu:
-        """:meth:`submit_sm` of an already encoded body."""
         if not self._bound:
             raise ConnectionError("not bound")
         return await self._request(Command.SUBMIT_SM, body, windowed=True)
