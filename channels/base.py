@@ -166,6 +166,25 @@ A = TypeVar("A")
 _REGISTRY: dict[str, Any] = {}
 
 
+class HttpIntakeAdapter:
+    """Base of the adapters that post to one HTTP intake (TV, radio, display screens, loudspeakers):
+    the channel's config (``config_type.from_settings``, with a ``url``) and the context's shared
+    HTTP session, which it does not own."""
+
+    config_type: ClassVar[Any]
+    intake_path: ClassVar[str]  # shown by ``broadcast channels`` after the configured URL
+
+    def __init__(self, context: ChannelContext) -> None:
+        self.config = self.config_type.from_settings(context.settings)
+        self._http = context.http
+
+    def endpoint(self) -> str:
+        return f"{self.config.url}{self.intake_path}"
+
+    async def aclose(self) -> None:
+        """Nothing to close: the HTTP session belongs to the context."""
+
+
 def register(cls: A) -> A:
     """Class decorator: make an adapter class available under its ``name``."""
     name = cls.name  # type: ignore[attr-defined]

@@ -47,9 +47,9 @@ from broadcast.errors import TransientDeliveryError
 from broadcast.settings import Settings
 from channels.base import (
     Capabilities,
-    ChannelContext,
     DeliveryResult,
     DeliveryStatus,
+    HttpIntakeAdapter,
     Message,
     Recipient,
     channel_option,
@@ -179,22 +179,15 @@ def _screen_size(recipient: Recipient) -> tuple[int, int] | None:
 
 
 @register
-class DisplayScreenAdapter:
+class DisplayScreenAdapter(HttpIntakeAdapter):
     """Public display screens through the screen-management API."""
 
     name = "display_screen"
     capabilities = Capabilities(max_batch=500, max_length=None, segment_rule="none", rate_per_second=200.0,
                                 supports_receipts=False, supports_ack=False, kind="broadcast")
 
-    def __init__(self, context: ChannelContext) -> None:
-        self.config = DisplayScreenConfig.from_settings(context.settings)
-        self._http = context.http
-
-    def endpoint(self) -> str:
-        return f"{self.config.url}/api/v1/screens/display"
-
-    async def aclose(self) -> None:
-        return None
+    config_type = DisplayScreenConfig
+    intake_path = "/api/v1/screens/display"
 
     async def send(self, message: Message, batch: Sequence[Recipient]) -> list[DeliveryResult]:
         """Show the alert on (or, for a Cancel, clear) the batch's screens; one result per screen.

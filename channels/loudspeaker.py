@@ -39,8 +39,8 @@ from broadcast.settings import Settings
 from channels import speech
 from channels.base import (
     Capabilities,
-    ChannelContext,
     DeliveryResult,
+    HttpIntakeAdapter,
     Message,
     Recipient,
     channel_option,
@@ -93,22 +93,15 @@ class Segment:
 
 
 @register
-class LoudspeakerAdapter:
+class LoudspeakerAdapter(HttpIntakeAdapter):
     """Community loudspeaker groups through the emergency-broadcast terminal system."""
 
     name = "loudspeaker"
     capabilities = Capabilities(max_batch=1000, max_length=None, segment_rule="none", rate_per_second=100.0,
                                 supports_receipts=False, supports_ack=False, kind="broadcast")
 
-    def __init__(self, context: ChannelContext) -> None:
-        self.config = LoudspeakerConfig.from_settings(context.settings)
-        self._http = context.http
-
-    def endpoint(self) -> str:
-        return f"{self.config.url}/api/v1/groups/{{community}}/play"
-
-    async def aclose(self) -> None:
-        return None
+    config_type = LoudspeakerConfig
+    intake_path = "/api/v1/groups/{community}/play"
 
     def sequence(self, message: Message) -> list[str]:
         """The languages to play, in order: the configured ones the message was rendered in."""

@@ -31,8 +31,8 @@ from broadcast.settings import Settings
 from channels import speech
 from channels.base import (
     Capabilities,
-    ChannelContext,
     DeliveryResult,
+    HttpIntakeAdapter,
     Message,
     Recipient,
     channel_option,
@@ -65,22 +65,15 @@ class RadioConfig:
 
 
 @register
-class RadioAdapter:
+class RadioAdapter(HttpIntakeAdapter):
     """Spoken bulletins on radio stations through the broadcasters' CAP intake."""
 
     name = "radio"
     capabilities = Capabilities(max_batch=20, max_length=None, segment_rule="none", rate_per_second=1.0,
                                 supports_receipts=False, supports_ack=False, kind="broadcast")
 
-    def __init__(self, context: ChannelContext) -> None:
-        self.config = RadioConfig.from_settings(context.settings)
-        self._http = context.http
-
-    def endpoint(self) -> str:
-        return f"{self.config.url}/intake/cap"
-
-    async def aclose(self) -> None:
-        return None
+    config_type = RadioConfig
+    intake_path = "/intake/cap"
 
     async def cap_for(self, message: Message, language: str) -> bytes:
         """The CAP for a station airing ``language``: script parameter and embedded WAV resource.

@@ -44,8 +44,8 @@ from broadcast.model import Alert, Info, NamedValue
 from broadcast.settings import Settings
 from channels.base import (
     Capabilities,
-    ChannelContext,
     DeliveryResult,
+    HttpIntakeAdapter,
     Message,
     Recipient,
     channel_option,
@@ -198,22 +198,15 @@ def intake_result(recipient: Recipient, status: int, body: bytes, headers: dict[
 
 
 @register
-class TvAdapter:
+class TvAdapter(HttpIntakeAdapter):
     """Crawls on TV stations through the broadcasters' CAP intake."""
 
     name = "tv"
     capabilities = Capabilities(max_batch=20, max_length=None, segment_rule="none", rate_per_second=1.0,
                                 supports_receipts=False, supports_ack=False, kind="broadcast")
 
-    def __init__(self, context: ChannelContext) -> None:
-        self.config = TvConfig.from_settings(context.settings)
-        self._http = context.http
-
-    def endpoint(self) -> str:
-        return f"{self.config.url}/intake/cap"
-
-    async def aclose(self) -> None:
-        return None
+    config_type = TvConfig
+    intake_path = "/intake/cap"
 
     def cap_for(self, message: Message, language: str, now: datetime) -> tuple[bytes | None, str | None]:
         """The CAP for a station airing ``language``, or None and the reason it cannot be sent."""
