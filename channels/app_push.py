@@ -178,6 +178,9 @@ class AppPushAdapter:
         self._redis = context.redis
         self._timeout = aiohttp.ClientTimeout(total=self.config.timeout)
         self._tokens = ProviderTokenCache(CHANNEL, self._fetch_token, context.redis)
+        # Shared by every send of this adapter: a worker sends several chunks at once (sender_lanes),
+        # and ``concurrency`` bounds what the provider gets from the process, not from each chunk.
+        self._in_flight = asyncio.Semaphore(self.config.concurrency)
 
     def endpoint(self) -> str:
         return f"{self.config.url}/v1/projects/{self.config.project}/messages:send"
@@ -186,7 +189,7 @@ class AppPushAdapter:
         """Nothing to close: the HTTP session and Redis belong to the context."""
 
     async def send(self, message: Message, batch: Sequence[Recipient]) -> list[DeliveryResult]:
-        """One FCM message per device token or topic, at most ``concurrency`` in flight.
+        """One FCM message per device token or topic, at most ``concurrency`` in flight (for the adapter).
 
         Raises:
             TransientDeliveryError: FCM is unreachable, refuses the service account, or keeps
@@ -195,7 +198,7 @@ class AppPushAdapter:
         problems = [self._address_problem(r) for r in batch]
         if any(p is None for p in problems):
             await self._tokens.get()  # one fetch for the batch; refused credentials stop it here
-        limit = asyncio.Semaphore(self.config.concurrency)
+        limit = self._in_flight
 
         async def one(recipient: Recipient, problem: str | None) -> DeliveryResult:
             if problem is not None:

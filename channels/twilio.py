@@ -9,8 +9,8 @@ aiohttp session. Configuration, per channel (``sms`` or ``voice``), from ``chann
     <channel>.twilio_account_sid   account SID ("AC..."), also the Basic-auth user
     <channel>.twilio_auth_token    auth token: Basic-auth password, and the key of callback signatures
     <channel>.twilio_from          the sending number (E.164) or, for SMS, an alphanumeric sender ID
-    <channel>.twilio_concurrency   requests in flight per chunk being sent (default 100; a batch sends
-                                   `sender_lanes` chunks at once): size it to rate x latency
+    <channel>.twilio_concurrency   requests in flight per worker process (default 300, shared by the
+                                   `sender_lanes` chunks it sends at once): size it to rate x latency
     <channel>.twilio_timeout       seconds per request (default 10)
 
 Status callbacks go to ``settings.callback_base_url + STATUS_CALLBACK_PATH``
@@ -121,7 +121,7 @@ class TwilioConfig:
             return channel_option(settings, channel, key, default)
 
         try:
-            concurrency = int(option("twilio_concurrency", "100"))
+            concurrency = int(option("twilio_concurrency", "300"))
             timeout = float(option("twilio_timeout", "10"))
         except ValueError as exc:
             raise InvalidInput(f"{channel}.twilio_concurrency / twilio_timeout must be numbers: {exc}",
@@ -230,16 +230,16 @@ async def create_one(recipient: Recipient, create: Callable[[], Awaitable[Any]],
     return DeliveryResult.accepted(recipient, instance.sid)
 
 
-async def create_all(jobs: Sequence[tuple[Recipient, Callable[[], Awaitable[Any]] | str]], concurrency: int,
-                     endpoint: str) -> list[DeliveryResult]:
-    """Run ``create`` calls concurrently, at most ``concurrency`` at once; results in input order.
+async def create_all(jobs: Sequence[tuple[Recipient, Callable[[], Awaitable[Any]] | str]],
+                     limit: asyncio.Semaphore, endpoint: str) -> list[DeliveryResult]:
+    """Run ``create`` calls concurrently, as many at once as ``limit`` (the adapter's, shared by all its
+    sends) lets through; results in input order.
 
     A job is a recipient and either its ``create`` call or the reason it is refused beforehand.
 
     Raises:
         TransientDeliveryError: the channel is down; the remaining calls are cancelled.
     """
-    limit = asyncio.Semaphore(concurrency)
     results: list[DeliveryResult | None] = [None] * len(jobs)
 
     async def run(index: int, recipient: Recipient, create: Callable[[], Awaitable[Any]]) -> None:
@@ -271,6 +271,7 @@ class TwilioSmsProvider:
     def __init__(self, context: ChannelContext) -> None:
         self.config = TwilioConfig.from_settings(context.settings, "sms")
         self._client = make_client(self.config, context.http)
+        self._in_flight = asyncio.Semaphore(self.config.concurrency)  # for every send of this provider
 
     async def send_texts(self, items: Sequence[tuple[Recipient, str]]) -> list[DeliveryResult]:
         """Send each recipient its text; one result per item, in input order.
@@ -288,7 +289,7 @@ class TwilioSmsProvider:
         for recipient, text in items:
             problem = check_phone(recipient.address) or (None if text.strip() else "empty text")
             jobs.append((recipient, problem or self._create(recipient.address, text)))
-        return await create_all(jobs, self.config.concurrency, self.endpoint())
+        return await create_all(jobs, self._in_flight, self.endpoint())
 
     def _create(self, to: str, body: str) -> Callable[[], Awaitable[Any]]:
         return lambda: self._client.messages.create_async(

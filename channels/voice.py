@@ -17,6 +17,7 @@ Configuration: ``voice.twilio_*`` options, as for SMS (see channels/twilio.py).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlencode
@@ -81,6 +82,7 @@ class VoiceAdapter:
         self.settings = context.settings
         self.config = TwilioConfig.from_settings(context.settings, "voice")
         self._client = make_client(self.config, context.http)
+        self._in_flight = asyncio.Semaphore(self.config.concurrency)  # for every send of this adapter
 
     def action_url(self, message: Message, recipient: Recipient, language: str) -> str:
         query = urlencode({"alert": message.alert_id, "recipient": recipient.id, "lang": language})
@@ -104,7 +106,7 @@ class VoiceAdapter:
             text = message.text_for(recipient.language)
             twiml = build_twiml(text, self.action_url(message, recipient, text.language))
             jobs.append((recipient, self._create(recipient.address, twiml)))
-        return await create_all(jobs, self.config.concurrency, self.endpoint())
+        return await create_all(jobs, self._in_flight, self.endpoint())
 
     def _create(self, to: str, twiml: str) -> Callable[[], Awaitable[Any]]:
         return lambda: self._client.calls.create_async(

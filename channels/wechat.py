@@ -124,6 +124,8 @@ class WeChatAdapter:
         self._http = context.http
         self._tokens = ProviderTokenCache(CHANNEL, self._fetch_token, context.redis)
         self._timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+        # Shared by every send of this adapter (several chunks go at once; see sender_lanes).
+        self._in_flight = asyncio.Semaphore(self.config.concurrency)
 
     def endpoint(self) -> str:
         return f"{self.config.url}/cgi-bin/message/template/send"
@@ -132,7 +134,7 @@ class WeChatAdapter:
         """Nothing to close: the HTTP session and Redis belong to the context."""
 
     async def send(self, message: Message, batch: Sequence[Recipient]) -> list[DeliveryResult]:
-        """One template message per openid, at most ``concurrency`` in flight.
+        """One template message per openid, at most ``concurrency`` in flight (for the adapter).
 
         Raises:
             TransientDeliveryError: WeChat is unreachable or refuses the account (appid, secret,
@@ -141,7 +143,7 @@ class WeChatAdapter:
         valid = [r for r in batch if OPENID.match(r.address)]
         if valid:
             await self._tokens.get()  # one fetch for the batch; refused credentials stop it here
-        limit = asyncio.Semaphore(self.config.concurrency)
+        limit = self._in_flight
 
         async def one(recipient: Recipient) -> DeliveryResult:
             if not OPENID.match(recipient.address):
