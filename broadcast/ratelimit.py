@@ -2,10 +2,12 @@
 
 Every worker on every machine that sends through one provider account (``"sms:smpp:szalert"``)
 takes its tokens from the same bucket in Redis, so the account's configured rate holds however
-many workers there are. Three Lua scripts keep the state consistent:
+many workers there are. Four Lua scripts keep the state consistent:
 
 - ``GCRA_SCRIPT`` grants up to ``n`` tokens at once (a chunk; partial grants allowed) and says how
   long until the next token. Its clock is Redis ``TIME``, so machines with skewed clocks agree.
+- ``RESERVE_SCRIPT`` books a chunk for the earliest moment it conforms (what senders use, through
+  ``take``): a sender busy elsewhere keeps its place instead of leaving the bucket idle.
 - ``THROTTLE_SCRIPT`` and ``RECOVER_SCRIPT`` run AIMD on the account's current rate: halve it when
   the provider says slow down (HTTP 429, SMPP ``ESME_RTHROTTLED`` 0x58), add back linearly as sends
   succeed, never above the configured rate (the cap) nor below a floor. The GCRA script reads that
@@ -118,6 +120,43 @@ return {granted, wait_ms, num(now)}
 """
 )
 
+# GCRA with reservation: book n tokens now for the earliest moment they conform, up to a horizon.
+# A sender that books ahead and sleeps until its moment keeps the bucket in use while it is busy
+# elsewhere (a chunk in flight, a job boundary); polling instead leaves the bucket full and idle
+# between asks, and tokens that overflow a full bucket are lost to the rate. A booking is the
+# grant GCRA would make if the sender asked exactly at that moment, and bookings are made in time
+# order, so the guarantee of GCRA_SCRIPT holds for the moments the tokens are used.
+# KEYS/ARGV[1..4] as GCRA_SCRIPT (n is cut to the burst), ARGV[5] horizon (µs, >= 0).
+# Returns {booked (0 or n), µs from now until the booked tokens may be used (or, when 0 were
+# booked, ms until asking again can succeed), Redis time in µs (text)}.
+RESERVE_SCRIPT = (
+    _LUA_COMMON
+    + """
+local now = now_us()
+local cap, burst, n, grace = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local horizon = tonumber(ARGV[5])
+local interval = 1000000 / current_rate(KEYS[2], cap)
+local tau = math.max(burst * 1000000 / cap, interval)
+local tat, rescaled = load_tat(KEYS[1], now, interval)
+local fit = math.max(1, math.floor(tau / interval + 1e-9))
+if n > fit then
+    n = fit
+end
+local at = tat + n * interval - tau
+if at < now then
+    at = now
+end
+if at - now > horizon then
+    if rescaled then
+        store_tat(KEYS[1], now, tat, interval, grace)
+    end
+    return {0, math.ceil((at - now - horizon) / 1000), num(now)}
+end
+store_tat(KEYS[1], now, tat + n * interval, interval, grace)
+return {n, math.ceil(at - now), num(now)}
+"""
+)
+
 # AIMD decrease: halve the account's current rate, not below the floor. Signals within the holdoff
 # of the last decrease are ignored: every worker with messages in flight hears the same 429s, and
 # one slowdown must halve the rate once, not once per worker.
@@ -202,11 +241,14 @@ class TokenBucket:
         account: The provider account, e.g. ``"sms:smpp:szalert"``.
         rate: The configured rate (the cap), tokens per second; never exceeded.
         burst: Tokens that can be taken at once after idleness; defaults to ``chunk``.
-        chunk: Tokens a sender usually asks for at once (the default ``n`` of ``acquire``).
+        chunk: Tokens a sender usually asks for at once (the default ``n`` of ``reserve``).
         floor: The lowest rate throttling can bring the account to; defaults to 1 % of ``rate``
             or 1/s, whichever is higher (and never above ``rate``).
         increase: Fraction of ``rate`` that each second's worth of successful sends adds back.
         holdoff: Seconds after a decrease during which further throttle signals are ignored.
+        horizon: How far ahead ``take`` may book tokens, seconds: long enough to cover what a
+            sender does between two asks, short enough that an alert of higher priority queued
+            meanwhile is not kept waiting behind bookings.
 
     Raises:
         ValueError: A parameter is out of range.
@@ -223,6 +265,7 @@ class TokenBucket:
         floor: float | None = None,
         increase: float = 0.05,
         holdoff: float = 1.0,
+        horizon: float = 0.25,
     ) -> None:
         if not account or "{" in account or "}" in account:
             raise ValueError(f"account must be a non-empty name without braces, not {account!r}")
@@ -240,6 +283,8 @@ class TokenBucket:
             raise ValueError(f"increase must be a positive fraction of the rate, not {increase!r}")
         if not (math.isfinite(holdoff) and holdoff >= 0):
             raise ValueError(f"holdoff must be a number of seconds >= 0, not {holdoff!r}")
+        if not (math.isfinite(horizon) and horizon >= 0):
+            raise ValueError(f"horizon must be a number of seconds >= 0, not {horizon!r}")
         self.account = account
         self.rate = float(rate)
         self.burst = burst
@@ -247,14 +292,22 @@ class TokenBucket:
         self.floor = float(floor)
         self.increase = float(increase)
         self.holdoff = float(holdoff)
+        self.horizon = float(horizon)
         self._keys = [keys.rate_bucket(account), keys.rate_aimd(account)]
         self._gcra = client.register_script(GCRA_SCRIPT)
+        self._reserve = client.register_script(RESERVE_SCRIPT)
         self._throttle = client.register_script(THROTTLE_SCRIPT)
         self._recover = client.register_script(RECOVER_SCRIPT)
         self._client = client
 
     def __repr__(self) -> str:
         return f"TokenBucket({self.account!r}, rate={self.rate}, burst={self.burst}, chunk={self.chunk})"
+
+    def _wanted(self, n: int | None) -> int:
+        n = self.chunk if n is None else n
+        if n < 1:
+            raise ValueError(f"n must be at least 1, not {n!r}")
+        return n
 
     async def try_acquire(self, n: int | None = None) -> Grant:
         """Take up to ``n`` tokens now, without waiting.
@@ -269,42 +322,38 @@ class TokenBucket:
             ValueError: ``n`` is below 1.
             redis.RedisError: Redis could not be asked.
         """
-        n = self.chunk if n is None else n
-        if n < 1:
-            raise ValueError(f"n must be at least 1, not {n!r}")
         granted, wait_ms, now_us = await self._gcra(
-            keys=self._keys, args=[self.rate, self.burst, n, keys.RATE_BUCKET_GRACE_MS]
+            keys=self._keys, args=[self.rate, self.burst, self._wanted(n), keys.RATE_BUCKET_GRACE_MS]
         )
         return Grant(granted=int(granted), wait=int(wait_ms) / 1000, at=int(now_us) / 1_000_000)
 
-    async def acquire(self, n: int | None = None, *, min_grant: int = 1) -> int:
-        """Wait (asynchronously) until at least one token is granted, and take up to ``n``.
+    async def reserve(self, n: int | None = None) -> Grant:
+        """Book up to ``n`` tokens (at most ``burst``) for the earliest moment they may be used.
 
-        Wrap it in ``asyncio.timeout`` to bound the wait.
+        Nothing is booked when that moment is further than ``horizon`` ahead.
 
         Args:
             n: Tokens wanted; defaults to one chunk.
-            min_grant: When nothing is available, sleep until about this many tokens will be
-                (capped at ``n`` and the burst), so a sender takes tokens in chunks and asks Redis
-                tens of times a second rather than once per token.
 
         Returns:
-            Tokens granted, 1 to ``min(n, burst)``.
+            ``granted`` tokens booked (0, or ``min(n, burst)``) and ``wait``: when booked, seconds
+            until they may be used (the caller must not use them earlier); when not, seconds
+            until asking again can succeed.
 
         Raises:
             ValueError: ``n`` is below 1.
             redis.RedisError: Redis could not be asked.
         """
-        want = n if n is not None else self.chunk
-        batch = max(1, min(min_grant, want, self.burst))
-        while True:
-            grant = await self.try_acquire(n)
-            if grant.granted:
-                return grant.granted
-            await asyncio.sleep(max(grant.wait + (batch - 1) / self.rate, 0.001))
+        args = [self.rate, self.burst, self._wanted(n), keys.RATE_BUCKET_GRACE_MS, round(self.horizon * 1_000_000)]
+        booked, wait, now_us = await self._reserve(keys=self._keys, args=args)
+        booked = int(booked)
+        return Grant(granted=booked, wait=int(wait) / (1_000_000 if booked else 1000), at=int(now_us) / 1_000_000)
 
     async def take(self, n: int) -> None:
         """Wait until exactly ``n`` tokens have been granted, for senders that need all of them.
+
+        Tokens are booked ahead (up to ``horizon``) and the call returns at the moment they may
+        be used, so the bucket keeps granting while the caller was busy elsewhere.
 
         Args:
             n: Tokens wanted (0 returns at once); may exceed ``burst``.
@@ -317,10 +366,10 @@ class TokenBucket:
             raise ValueError(f"n must be at least 0, not {n!r}")
         remaining = n
         while remaining:
-            # Wake when three quarters are there, not all: a bucket left full while a sender
-            # oversleeps (a busy event loop wakes it late) throws tokens away, and the rate falls
-            # short of the cap. The rest follows a few milliseconds later.
-            remaining -= await self.acquire(remaining, min_grant=max(1, remaining * 3 // 4))
+            booking = await self.reserve(remaining)
+            if booking.wait > 0:
+                await asyncio.sleep(booking.wait)
+            remaining -= booking.granted
 
     async def throttled(self) -> float:
         """Tell the bucket the provider said slow down: halve the account's rate, for every worker.

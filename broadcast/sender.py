@@ -6,7 +6,7 @@ A batch job (one RQ job = one batch of up to ~1,000 recipients) runs one asyncio
    batch not yet final is recorded ``suppressed``: a cancel stops the fan-out within one batch.
 2. Recipients already final for this alert and channel (the "done" bitmap or set) are
    skipped: a batch re-run after its worker died sends only what was not finished.
-3. The rest are sent in chunks, each chunk after taking that many tokens from the
+3. The rest are sent in chunks, each chunk at the moment booked for it in the
    channel's global token bucket (:mod:`broadcast.ratelimit`), so every worker on every
    machine together holds the configured rate.
 4. Accepted -> ``sent``; permanent -> ``failed`` with the reason; suppressed (a partner's
@@ -237,8 +237,8 @@ async def _send_chunk(adapter, bucket: TokenBucket, message: Message, queue: deq
                       async_redis: redis.asyncio.Redis) -> None:
     ttl = settings.dedupe_ttl_seconds
     reason = ""
-    # A whole chunk of tokens, then the chunk: few Redis round trips, and no message leaves
-    # while the bucket is empty (the rest of the time the lane is waiting, not sending).
+    # A whole chunk of tokens, booked ahead, then the chunk at its moment: few Redis round trips,
+    # and no message leaves before the bucket allows it.
     if adapter.capabilities.single_request:  # one request for them all, one token
         part = list(queue)
         queue.clear()

@@ -60,10 +60,10 @@ class Settings:
     # Fan-out (broadcast/fanout.py, broadcast/sender.py).
     batch_size: int = 1000  # recipients per RQ job (at most the channel's max_batch)
     lookahead_seconds: float = 10.0  # seconds of sending queued ahead per channel
-    sender_lanes: int = 3  # chunks of one batch in flight at once (keeps a provider connection busy)
-    # Tokens (recipients) a sender takes from its account's bucket at once; also the bucket's burst,
+    sender_lanes: int = 6  # chunks of one batch in flight at once (keeps a provider connection busy)
+    # Tokens (recipients) a sender books from its account's bucket at once; also the bucket's burst,
     # so the busiest second of an account is at most rate + sender_chunk.
-    sender_chunk: int = 100
+    sender_chunk: int = 50
     batch_timeout_seconds: int = 120  # a batch's RQ timeout (a dead worker's batch re-runs ~60 s after it)
     max_send_attempts: int = 5  # transient failures of one recipient before it counts as failed
     retry_backoff_seconds: float = 0.5

@@ -77,6 +77,7 @@ class _Session:
     mode: str = ""  # transmitter / receiver / transceiver, "" while unbound
     sequence: itertools.count = field(default_factory=lambda: itertools.count(1))
     outbox: list[bytes] = field(default_factory=list)
+    read_at: float = 0.0  # when the PDUs being handled came off the socket (epoch seconds)
 
     @property
     def can_submit(self) -> bool:
@@ -121,8 +122,8 @@ class CompactRecord:
     times: array = field(default_factory=lambda: array("d"))
     destinations: list[str] = field(default_factory=list)
 
-    def add(self, destination: str) -> None:
-        self.times.append(time.time())
+    def add(self, destination: str, at: float) -> None:
+        self.times.append(at)
         self.destinations.append(destination)
 
     def as_dict(self) -> dict[str, object]:
@@ -209,7 +210,9 @@ class SmppSimulator:
         try:
             open_ = True
             while open_:
-                for pdu in await read_pdus(reader, parser):
+                pdus = await read_pdus(reader, parser)
+                session.read_at = time.time()  # when these bytes came off the wire (not when handled)
+                for pdu in pdus:
                     if not await self._handle(session, pdu):
                         open_ = False
                         break
@@ -236,9 +239,9 @@ class SmppSimulator:
         if command == Command.SUBMIT_SM:
             if self.recorder.faults.latency_ms > 0:
                 # Each submit_sm is answered on its own, so a client's window of PDUs overlaps the latency.
-                self._spawn(self._submit_later(session, pdu))
+                self._spawn(self._submit_later(session, pdu, session.read_at))
             else:
-                session.queue(self._submit(session, pdu))
+                session.queue(self._submit(session, pdu, session.read_at))
             return True
         if command == Command.ENQUIRE_LINK:
             await session.send(Pdu(Command.ENQUIRE_LINK_RESP, 0, pdu.sequence))
@@ -276,12 +279,12 @@ class SmppSimulator:
             session.system_id, session.mode = bind.system_id, mode
         return True
 
-    async def _submit_later(self, session: _Session, pdu: Pdu) -> None:
+    async def _submit_later(self, session: _Session, pdu: Pdu, arrived: float) -> None:
         await self.recorder.delay()
-        await session.send(self._submit(session, pdu))
+        await session.send(self._submit(session, pdu, arrived))
 
-    def _submit(self, session: _Session, pdu: Pdu) -> Pdu:
-        """Check, record and answer one submit_sm: its submit_sm_resp."""
+    def _submit(self, session: _Session, pdu: Pdu, arrived: float) -> Pdu:
+        """Check, record and answer one submit_sm (read off the socket at ``arrived``): its submit_sm_resp."""
 
         def answer(status: int, message_id: str = "") -> Pdu:
             body = cstring(message_id) if status == Status.ESME_ROK else b""
@@ -332,7 +335,7 @@ class SmppSimulator:
                 parts=concat.total if concat else 1, reference=concat.reference if concat else None,
                 message_id=message_id)
         elif full_text is not None:
-            self.compact.add(sm.destination_addr)
+            self.compact.add(sm.destination_addr, arrived)
         if sm.registered_delivery & 0x03:
             stat = "UNDELIV" if sm.destination_addr in self.undeliverable else "DELIVRD"
             if stat != "DELIVRD" or sm.registered_delivery & 0x03 == 1:

@@ -133,6 +133,72 @@ async def test_cap_holds_across_tasks_and_processes(redis_url: str, redis_client
     assert total >= 0.97 * reachable, "the cap is reached, not only respected"
 
 
+async def _book_for(redis_url: str, start_at: float, stop_at: float, work: float) -> list[Record]:
+    """A sender that books a chunk, sleeps until its moment, then is busy for ``work`` seconds."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        bucket = TokenBucket(client, ACCOUNT, CAP_RATE, chunk=CAP_CHUNK)
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        records: list[Record] = []
+        while time.time() < stop_at:
+            booking = await bucket.reserve()
+            if not booking.granted:
+                await asyncio.sleep(booking.wait)
+                continue
+            use_at = round((booking.at + booking.wait) * 1_000_000)
+            await asyncio.sleep(booking.wait)
+            records.append((use_at, booking.granted, use_at / 1e6, time.time()))
+            await asyncio.sleep(work)
+        return records
+    finally:
+        await client.aclose()
+
+
+def _book_process(redis_url: str, start_at: float, stop_at: float, work: float) -> list[Record]:
+    return asyncio.run(_book_for(redis_url, start_at, stop_at, work))
+
+
+async def test_booked_tokens_keep_the_cap_full_for_busy_senders(redis_url: str, redis_client: redis.Redis) -> None:
+    # Each sender is busy 150 ms after every chunk (a chunk is 100 ms of the rate): asking only
+    # when free, the bucket would overflow while they work; booking ahead keeps every token used.
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        loop = asyncio.get_running_loop()
+        assert all(await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(2))))
+        start_at = time.time() + 0.3
+        stop_at = start_at + CAP_RUN_SECONDS
+        processes = [loop.run_in_executor(pool, _book_process, redis_url, start_at, stop_at, 0.15) for _ in range(2)]
+        tasks = [_book_for(redis_url, start_at, stop_at, 0.15) for _ in range(2)]
+        per_sender = await asyncio.gather(*tasks, *processes)
+
+    records = [record for sender in per_sender for record in sender]
+    assert all(per_sender), "every sender got tokens"
+    # Nobody used a booking before its moment (same host, same clock).
+    assert all(used >= at / 1e6 - 0.001 for at, _, _, used in records)
+    busiest_second = _max_in_window(records)
+    total = sum(n for _, n, _, _ in records)
+    first, last = min(r[0] for r in records), max(r[0] for r in records)
+    reachable = CAP_RATE * (last - first) / 1e6 + CAP_CHUNK
+    print(f"\nbooked: {total} tokens, {total / reachable:.2%} of {reachable:.0f} reachable; "
+          f"busiest second {busiest_second}")
+    assert busiest_second <= CAP_RATE + CAP_CHUNK
+    assert reachable - CAP_CHUNK <= total <= reachable + 1, "booking ahead loses no token and exceeds nothing"
+
+
+async def test_a_booking_beyond_the_horizon_is_refused(aclient: redis.asyncio.Redis) -> None:
+    bucket = TokenBucket(aclient, ACCOUNT, 10, burst=5, horizon=0.6)  # 5 tokens = 500 ms
+    first = await bucket.reserve(5)
+    assert (first.granted, first.wait) == (5, 0.0)  # a full bucket: now
+    second = await bucket.reserve(9)  # cut to the burst, due when 5 more have been paid for
+    assert second.granted == 5
+    assert second.wait == pytest.approx(0.5, abs=0.01)
+    third = await bucket.reserve(5)  # would be due in 1 s, beyond the 0.6 s horizon
+    assert third.granted == 0
+    assert third.wait == pytest.approx(0.4, abs=0.01), "ask again when it is within the horizon"
+    await asyncio.sleep(third.wait)
+    fourth = await bucket.reserve(5)
+    assert fourth.granted == 5 and fourth.wait == pytest.approx(0.6, abs=0.02)
+
+
 # ---------------------------------------------------------------- partial grants and waits
 
 
@@ -161,9 +227,9 @@ async def test_partial_grants_and_wait_at_a_known_state(aclient: redis.asyncio.R
     assert fourth.granted == (_us(fourth.at) - _us(first.at)) // 100_000
 
 
-async def test_acquire_waits_without_blocking_the_loop(aclient: redis.asyncio.Redis) -> None:
+async def test_take_waits_without_blocking_the_loop(aclient: redis.asyncio.Redis) -> None:
     bucket = TokenBucket(aclient, ACCOUNT, 10, burst=5)
-    assert await bucket.acquire(5) == 5
+    await bucket.take(5)  # a full bucket: at once
     ticks = 0
 
     async def ticker() -> None:
@@ -174,12 +240,11 @@ async def test_acquire_waits_without_blocking_the_loop(aclient: redis.asyncio.Re
 
     ticking = asyncio.create_task(ticker())
     started = time.perf_counter()
-    got = await bucket.acquire(5)
+    await bucket.take(2)  # booked for when 2 more tokens have been paid for: 200 ms
     waited = time.perf_counter() - started
     ticking.cancel()
-    assert got == 1
-    assert 0.09 <= waited <= 0.2
-    assert ticks >= 5, "the loop kept running while acquire waited"
+    assert 0.19 <= waited <= 0.3
+    assert ticks >= 10, "the loop kept running while take waited"
 
 
 async def test_take_gets_exactly_n_beyond_the_burst(aclient: redis.asyncio.Redis) -> None:
@@ -195,7 +260,8 @@ async def test_take_gets_exactly_n_beyond_the_burst(aclient: redis.asyncio.Redis
 def test_bad_parameters_are_refused(redis_url: str) -> None:
     client = redis.asyncio.Redis.from_url(redis_url)
     for kwargs in ({"rate": 0}, {"rate": math.inf}, {"rate": 10, "burst": 0}, {"rate": 10, "chunk": 0},
-                   {"rate": 10, "floor": 11}, {"rate": 10, "increase": 0}, {"rate": 10, "holdoff": -1}):
+                   {"rate": 10, "floor": 11}, {"rate": 10, "increase": 0}, {"rate": 10, "holdoff": -1},
+                   {"rate": 10, "horizon": -0.1}):
         with pytest.raises(ValueError):
             TokenBucket(client, ACCOUNT, **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
@@ -282,7 +348,8 @@ async def test_a_sender_recovers_to_the_cap_over_time(aclient: redis.asyncio.Red
     granted = 0
     started = time.perf_counter()
     while rates[-1] < 200 and time.perf_counter() - started < 3:
-        n = await bucket.acquire(10)
+        n = 10
+        await bucket.take(n)
         granted += n
         rates.append(await bucket.recovered(n))
     elapsed = time.perf_counter() - started
