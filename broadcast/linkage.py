@@ -217,7 +217,7 @@ def carried(task: Task, alert_id: str) -> Task:
 # ---------------------------------------------------------------- the store
 
 # Replace a task only if it still is what the change was computed from, and log the change.
-_CAS = """
+CAS_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -226,12 +226,18 @@ return 1
 """
 
 
+def cas_call(alert_id: str, unit: str, raw: bytes, updated: Task, event: str) -> tuple[list[str], list[Any]]:
+    """Keys and arguments of the compare-and-set script (``CAS_SCRIPT``): replace ``raw`` by ``updated``."""
+    return [keys.linkage_tasks(alert_id), keys.linkage_events(alert_id)], [unit, raw, updated.to_json(), event,
+                                                                           EVENTS_KEPT]
+
+
 class LinkageStore:
     """The tasks of every alert, in Redis."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._cas = client.register_script(_CAS)
+        self._cas = client.register_script(CAS_SCRIPT)
 
     def open(self, tasks: Iterable[Task]) -> int:
         """Store new tasks; a unit that already has a task for the alert keeps it. Returns how many were new."""
@@ -280,8 +286,8 @@ class LinkageStore:
             updated = rule(current)
             if updated is None:
                 return current, False
-            if self._cas(keys=[keys.linkage_tasks(alert_id), keys.linkage_events(alert_id)],
-                         args=[unit, raw, updated.to_json(), event, EVENTS_KEPT]):
+            cas_keys, cas_args = cas_call(alert_id, unit, raw, updated, event)
+            if self._cas(keys=cas_keys, args=cas_args):
                 return updated, True
         raise Conflict(f"the task of unit {unit} kept changing; try again")
 
@@ -296,5 +302,5 @@ class LinkageStore:
         return out
 
 
-__all__ = ["AckStatus", "AckVia", "Acknowledgement", "Contact", "LinkageStore", "Task", "TaskState", "acknowledge",
-           "carried", "check_note", "close", "contacted", "contacted_all", "escalate"]
+__all__ = ["CAS_SCRIPT", "AckStatus", "AckVia", "Acknowledgement", "Contact", "LinkageStore", "Task", "TaskState",
+           "acknowledge", "carried", "cas_call", "check_note", "close", "contacted", "contacted_all", "escalate"]

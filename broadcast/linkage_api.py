@@ -37,12 +37,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
+import redis.asyncio
 from aiohttp import web
 
 from broadcast import ack_links, keys, workflow
 from broadcast.alerts import Actor, AlertService
 from broadcast.errors import BroadcastError, Conflict, Forbidden, InvalidInput, MalformedInput, NotFound
 from broadcast.linkage import (
+    CAS_SCRIPT,
     MAX_NOTE_LENGTH,
     Acknowledgement,
     AckStatus,
@@ -51,6 +53,7 @@ from broadcast.linkage import (
     Task,
     TaskState,
     acknowledge,
+    cas_call,
     check_note,
 )
 from broadcast.linkage_jobs import parse_recipient_id
@@ -99,6 +102,25 @@ class _Seen:
     officer: bytes | None = None  # the officer's JSON
 
 
+def _queue_reads(pipe: Any, alert_id: str, unit: str, *, user: str | None, officer: str | None = None) -> None:
+    """Queue on ``pipe`` (sync or async) everything an answer about (alert_id, unit) checks."""
+    pipe.hmget(keys.alert_status(alert_id), AlertStatus.FIELDS)
+    pipe.hget(keys.linkage_tasks(alert_id), unit)
+    if user is not None:
+        pipe.hget(keys.USER_UNITS, user)
+        pipe.hget(keys.ROSTER_META, "imported_at")
+    if officer is not None:
+        pipe.hget(keys.ROSTER_OFFICERS, officer)
+
+
+def _seen(alert_id: str, replies: list[Any], *, user: str | None) -> _Seen:
+    status, task, *rest = replies
+    alert = AlertStatus.from_fields(alert_id, status)
+    if user is not None:
+        return _Seen(alert, task, units_from(rest[0]), rest[1])
+    return _Seen(alert, task, officer=rest[0] if rest else None)
+
+
 class Acknowledging:
     """Record an officer's answer to a unit's task, whichever way it came.
 
@@ -108,9 +130,11 @@ class Acknowledging:
     officer an API user is are held in the process (see the constants above).
     """
 
-    def __init__(self, service: AlertService) -> None:
+    def __init__(self, service: AlertService, async_redis: redis.asyncio.Redis) -> None:
         self.service = service
         self.redis: redis.Redis = service.store.redis
+        self.async_redis = async_redis  # for by_api_on_loop, on the API's event loop
+        self._cas_on_loop = async_redis.register_script(CAS_SCRIPT)
         self.tasks = LinkageStore(self.redis)
         self.roster = RosterStore(self.redis, service.settings.timezone)
         self._lock = threading.Lock()
@@ -124,18 +148,8 @@ class Acknowledging:
 
     def _read(self, alert_id: str, unit: str, *, user: str | None = None, officer: str | None = None) -> _Seen:
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.alert_status(alert_id), AlertStatus.FIELDS)
-            pipe.hget(keys.linkage_tasks(alert_id), unit)
-            if user is not None:
-                pipe.hget(keys.USER_UNITS, user)
-                pipe.hget(keys.ROSTER_META, "imported_at")
-            if officer is not None:
-                pipe.hget(keys.ROSTER_OFFICERS, officer)
-            status, task, *rest = pipe.execute()
-        alert = AlertStatus.from_fields(alert_id, status)
-        if user is not None:
-            return _Seen(alert, task, units_from(rest[0]), rest[1])
-        return _Seen(alert, task, officer=rest[0] if rest else None)
+            _queue_reads(pipe, alert_id, unit, user=user, officer=officer)
+            return _seen(alert_id, pipe.execute(), user=user)
 
     def _alert(self, seen: _Seen, alert_id: str) -> AlertStatus:
         """Raises NotFound (field ``id``) for no such alert."""
@@ -238,13 +252,50 @@ class Acknowledging:
     def by_api(self, user: User, alert_id: str, unit: str, status: AckStatus, note: str) -> Answered:
         seen = self._read(alert_id, unit, user=user.name)
         seen = replace(seen, alert=self._alert(seen, alert_id))
+        self._check_api_user(user, unit, seen)
+        officer = self._officer_of_user(user.name, unit, seen.roster)
+        return self._record(seen, alert_id, unit, officer or f"user:{user.name}", AckVia.API, status, note)
+
+    async def by_api_on_loop(self, user: User, alert_id: str, unit: str, status: AckStatus, note: str) -> Answered:
+        """:meth:`by_api` on the API's event loop with the async client, for the common case.
+
+        Under a flood of acknowledgements a thread per answer costs more than the answer: the threads
+        and the loop take turns at the GIL. Anything uncommon (an alert without a status hash, an
+        Update that may have carried the task, a task that changed between the read and the
+        compare-and-set) goes to :meth:`by_api` in a thread.
+        """
+        async with self.async_redis.pipeline(transaction=False) as pipe:
+            _queue_reads(pipe, alert_id, unit, user=user.name)
+            seen = _seen(alert_id, await pipe.execute(), user=user.name)
+        if seen.alert is None or seen.alert.state is State.UPDATED:
+            return await asyncio.to_thread(self.by_api, user, alert_id, unit, status, note)
+        self._check_api_user(user, unit, seen)
+        with self._lock:
+            mapped = self._officers_roster == seen.roster
+            officer = self._officers_of_users.get((user.name, unit))
+        if not mapped:  # the first answer after a roster import maps its officers (~50 ms, once)
+            officer = await asyncio.to_thread(self._officer_of_user, user.name, unit, seen.roster)
+        note = check_note(note, status)
+        alert, raw = self._current(seen, alert_id, unit)  # no further reads unless UPDATED
+        ended = alert.ended(self.service.now())
+        if ended is not None:
+            raise Conflict(f"alert {alert.id} is {ended}; the linkage task of unit {unit} is closed", field="state")
+        current = Task.from_json(raw)
+        updated = acknowledge(current, Acknowledgement(officer or f"user:{user.name}", time.time(), AckVia.API,
+                                                       status, note))
+        if updated is None:
+            return Answered(current, alert, False)
+        cas_keys, cas_args = cas_call(alert.id, unit, raw, updated, "acknowledged")
+        if await self._cas_on_loop(keys=cas_keys, args=cas_args):
+            return Answered(updated, alert, True)
+        return await asyncio.to_thread(self.by_api, user, alert_id, unit, status, note)
+
+    def _check_api_user(self, user: User, unit: str, seen: _Seen) -> None:
         if unit not in self.gazetteer:
             raise NotFound(f"no unit {unit} in the gazetteer", field="unit")
         if Role.OFFICER not in user.roles or unit not in seen.user_units:
             raise Forbidden(f"{user.name} does not act for unit {unit}; officers acknowledge their own units only",
                             field="unit")
-        officer = self._officer_of_user(user.name, unit, seen.roster)
-        return self._record(seen, alert_id, unit, officer or f"user:{user.name}", AckVia.API, status, note)
 
     def _officer_of_user(self, user: str, unit: str, roster: bytes | None) -> str | None:
         """The id of the officer of ``unit`` API user ``user`` is on the roster imported at ``roster``."""
@@ -370,7 +421,13 @@ def add_routes(app: web.Application, service_key: web.AppKey[AlertService],
     """
 
     async def start(app: web.Application) -> None:  # after the API's cleanup_ctx has made the service
-        app[ACKNOWLEDGING] = Acknowledging(app[service_key])
+        service = app[service_key]
+        async_redis = redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
+            service.settings.effective_redis_url, max_connections=32, timeout=10))
+        app[ACKNOWLEDGING] = Acknowledging(service, async_redis)
+
+    async def stop(app: web.Application) -> None:
+        await app[ACKNOWLEDGING].async_redis.aclose()
 
     def acknowledging(request: web.Request) -> Acknowledging:
         return request.app[ACKNOWLEDGING]
@@ -397,9 +454,8 @@ def add_routes(app: web.Application, service_key: web.AppKey[AlertService],
         if unknown:
             raise InvalidInput("unknown field", field=sorted(unknown)[0])
         ack = acknowledging(request)
-        answered = await asyncio.to_thread(ack.by_api, request[user_key], request.match_info["id"],
-                                           request.match_info["unit"], parse_status(doc.get("status")),
-                                           parse_note(doc.get("note")))
+        answered = await ack.by_api_on_loop(request[user_key], request.match_info["id"], request.match_info["unit"],
+                                            parse_status(doc.get("status")), parse_note(doc.get("note")))
         return _json({**task_json(answered.task, ack.gazetteer), "changed": answered.changed})
 
     async def ack_page(request: web.Request) -> web.Response:
@@ -444,6 +500,7 @@ def add_routes(app: web.Application, service_key: web.AppKey[AlertService],
 
     # Not "stream": GET /api/alerts/{id}/linkage/stream is the supervision stream's (broadcast/supervision_api.py).
     app.on_startup.append(start)
+    app.on_cleanup.append(stop)
     unit_path = "/api/alerts/{id}/linkage/{unit:(?!stream$)[^/]+}"
     app.router.add_get(unit_path, get_task)
     app.router.add_post(unit_path + "/acknowledge", acknowledge_task)

@@ -6,6 +6,7 @@ calls); the full round with workers and simulators is in test_linkage.py.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -149,6 +150,34 @@ async def test_the_status_beside_the_record_and_records_stored_without_one(clien
     assert response.status == 200 and (await response.json())["changed"] is True
     assert AlertStatus.from_fields(issued["id"], redis_client.hmget(keys.alert_status(issued["id"]),
                                                                     AlertStatus.FIELDS)) == store.status(issued["id"])
+
+
+async def test_answers_at_once_are_each_recorded(client, auth, issued, redis_client: redis.Redis) -> None:
+    # Answers race between their read and the compare-and-set; the losers are retried, none is lost.
+    path = f"/api/alerts/{issued['id']}/linkage/{FUTIAN}/acknowledge"
+    changes_before = redis_client.xlen(keys.linkage_events(issued["id"]))
+    await client.post(path, json={"status": "received"}, headers=auth["dave"])  # maps the roster's officers
+    notes = [f"第{i}组已出动" for i in range(12)]
+    responses = await asyncio.gather(*(client.post(path, json={"status": "linkage_started", "note": note},
+                                                   headers=auth["dave"]) for note in notes))
+    assert [r.status for r in responses] == [200] * len(notes)
+    task = LinkageStore(redis_client).task(issued["id"], FUTIAN)
+    assert sorted(a.note for a in task.acknowledgements if a.note) == sorted(notes)
+    assert task.version == 1 + 1 + len(notes)  # opened, "received", then each note once
+    assert redis_client.xlen(keys.linkage_events(issued["id"])) == changes_before + 1 + len(notes)
+
+
+async def test_an_answer_to_an_updated_alert_goes_to_the_carried_task(client, auth, issued, settings: Settings,
+                                                                     redis_client: redis.Redis) -> None:
+    update = await post(client, auth, "alice", issued["id"], "update", {"note": "extended"}, status=201)
+    await post(client, auth, "bob", update["id"], "approve")
+    linkage_jobs.on_issue(redis_client, AlertStore(redis_client).get(update["id"]), build_demo_gazetteer(),
+                          settings)
+    response = await client.post(f"/api/alerts/{issued['id']}/linkage/{FUTIAN}/acknowledge",
+                                 json={"status": "received"}, headers=auth["dave"])  # the old id, as on the notice
+    assert response.status == 200, await response.text()
+    assert (await response.json())["alert_id"] == update["id"]
+    assert LinkageStore(redis_client).task(update["id"], FUTIAN).state.value == "acknowledged"
 
 
 # ---------------------------------------------------------------- links
