@@ -402,5 +402,7 @@ def serve(settings: Settings, processes: int = 1) -> None:
 
 
 def _serve_one(settings: Settings, reuse_port: bool = False) -> None:
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, reuse_port=reuse_port,
+    app = create_app(settings)
+    app.on_startup.append(supervision_api.warm_view_builder)  # a served API builds views from its first poll
+    web.run_app(app, host=settings.host, port=settings.port, print=None, reuse_port=reuse_port,
                 access_log_format='%a "%r" %s %b %Tfs')

@@ -37,11 +37,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
 import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,9 +57,11 @@ from broadcast.alerts import AlertService
 from broadcast.errors import InvalidInput, NotFound
 from broadcast.linkage import Task
 from broadcast.roster import units_of_user
+from broadcast.settings import Settings
 from broadcast.supervision import Scope, in_scope, node_view, parent_lookup, rollups, scope_for, supervision_view
 from broadcast.users import Permission, User
 from geotarget.gazetteer import Gazetteer
+from geotarget.registry import RegistryStore, TargetCache
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ HEARTBEAT_SECONDS = 15.0
 STREAM_SOCKET_TIMEOUT_SECONDS = 60.0
 ROLLUPS_EVERY_SECONDS = 1.0
 VIEW_MAX_AGE_SECONDS = 0.5  # how long callers with the same scope share a GET .../linkage view
+VIEW_GAZETTEER_MAX_AGE_SECONDS = 1.0  # a newly published gazetteer shows in views this much later
 READ_COUNT = 500  # stream entries per XREAD
 RETRY_MS = 2000  # how long EventSource waits before reconnecting
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -188,6 +193,88 @@ def open_watch(service: AlertService, client: redis.Redis, user: User, alert_id:
     scope = authorise(client, user)
     tasks, last_id = read_tasks(client, alert_id, parsed)
     return Watch(alert_id, scope, service.targets.get().gazetteer, tasks, last_id)
+
+
+class ViewBuilder:
+    """Builds whole tree views (JSON bytes) in a process of its own, next to the API process.
+
+    A city-wide view is ~13 ms of CPU to build and as much to serialise. In a thread of the API
+    process it holds the GIL for those 26 ms while the event loop, giving the GIL up at every
+    socket call, waits up to a switch interval to get it back each time: acknowledgements queue
+    behind supervisors' polls. In its own process it costs the same CPU and no one's latency.
+    The process reads Redis itself (its own client, parsed-task cache and gazetteer).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:  # on first use: most API processes (and tests) never build a view
+                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_start_view_process, initargs=(self._settings,))
+            return self._pool
+
+    async def build(self, alert_id: str, scope: Scope) -> bytes:
+        """The view of ``alert_id`` as ``scope`` sees it.
+
+        Raises:
+            NotFound: no such alert.
+        """
+        body = await asyncio.get_running_loop().run_in_executor(self._executor(), _build_view, alert_id, scope.roots)
+        if body is None:
+            raise NotFound(f"no alert {alert_id}", field="id")
+        return body
+
+    def warm(self) -> None:
+        """Start the process now (it takes seconds to import and load the gazetteer), not at the first poll."""
+        self._executor().submit(_warm_view_process)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+VIEW_BUILDER = web.AppKey("supervision_view_builder", ViewBuilder)
+
+
+@dataclass
+class _ViewProcess:
+    redis: redis.Redis
+    targets: TargetCache
+    parsed: ParsedTasks
+
+
+_VIEW_PROCESS: list[_ViewProcess] = []  # the one in a view-builder process, made by its initializer
+
+
+def _start_view_process(settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.effective_redis_url)
+    _VIEW_PROCESS.append(_ViewProcess(client, TargetCache(RegistryStore(client, settings.data_dir)), ParsedTasks()))
+
+
+def _warm_view_process() -> None:
+    _VIEW_PROCESS[0].targets.get()
+
+
+async def warm_view_builder(app: web.Application) -> None:
+    """An on_startup hook for a served API (tests leave the process to their first view)."""
+    app[VIEW_BUILDER].warm()
+
+
+def _build_view(alert_id: str, roots: frozenset[str] | None) -> bytes | None:
+    """In the view-builder process: the view's JSON, or None for no such alert."""
+    here = _VIEW_PROCESS[0]
+    try:
+        tasks, last_id = read_tasks(here.redis, alert_id, here.parsed)
+    except NotFound:
+        return None
+    gazetteer = here.targets.recent(VIEW_GAZETTEER_MAX_AGE_SECONDS).gazetteer
+    return _dumps(Watch(alert_id, Scope(roots), gazetteer, tasks, last_id).snapshot()).encode()
 
 
 # ---------------------------------------------------------------- server-sent events
@@ -338,6 +425,11 @@ def add_routes(app: web.Application, *, redis_url: str, redis_key: web.AppKey[re
         yield
         await client.aclose()
 
+    async def view_builder(app: web.Application) -> AsyncIterator[None]:
+        app[VIEW_BUILDER] = ViewBuilder(app[service_key].settings)
+        yield
+        app[VIEW_BUILDER].close()
+
     async def end_streams(app: web.Application) -> None:
         # Streams never finish by themselves; without this a shutdown would wait for its timeout.
         for task in list(open_streams):
@@ -347,20 +439,17 @@ def add_routes(app: web.Application, *, redis_url: str, redis_key: web.AppKey[re
         return await asyncio.to_thread(open_watch, request.app[service_key], request.app[redis_key],
                                        request[user_key], request.match_info["id"], parsed)
 
-    def shared_view(service: AlertService, client: redis.Redis, user: User, alert_id: str) -> bytes:
+    def shared_view(client: redis.Redis, user: User, alert_id: str) -> tuple[Scope, bytes | None]:
         scope = authorise(client, user)
         body = views.get(alert_id, scope)
-        if body is not None and client.exists(keys.alert(alert_id)):
-            return body
-        current = open_watch(service, client, user, alert_id, parsed)
-        # ~8 ms to build and as much to serialise a city-wide tree: off the event loop, once for everyone
-        body = _dumps(current.snapshot()).encode()
-        views.put(alert_id, scope, body)
-        return body
+        return scope, body if body is not None and client.exists(keys.alert(alert_id)) else None
 
     async def linkage(request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(shared_view, request.app[service_key], request.app[redis_key],
-                                       request[user_key], request.match_info["id"])
+        alert_id = request.match_info["id"]
+        scope, body = await asyncio.to_thread(shared_view, request.app[redis_key], request[user_key], alert_id)
+        if body is None:  # built once for everyone with this scope, in the view-builder process
+            body = await request.app[VIEW_BUILDER].build(alert_id, scope)
+            views.put(alert_id, scope, body)
         return web.Response(body=body, content_type="application/json", charset="utf-8")
 
     async def linkage_stream(request: web.Request) -> web.StreamResponse:
@@ -399,6 +488,7 @@ def add_routes(app: web.Application, *, redis_url: str, redis_key: web.AppKey[re
                                      "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
 
     app.cleanup_ctx.append(stream_redis)
+    app.cleanup_ctx.append(view_builder)
     app.on_shutdown.append(end_streams)
     app.router.add_get("/api/alerts/{id}/linkage", linkage)
     app.router.add_get("/api/alerts/{id}/linkage/stream", linkage_stream)
