@@ -35,6 +35,7 @@ access logs. The live page itself reads the stream with ``fetch`` and the header
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -45,6 +46,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -233,10 +235,15 @@ class ViewBuilder:
         self._executor().submit(_warm_view_process)
 
     def close(self) -> None:
+        """Stop the process (and multiprocessing's resource tracker), so nothing outlives the API."""
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)  # at most one view (~30 ms) to finish
+            # The tracker exits by itself once every process holding its pipe has; stopped here, it is
+            # gone before this process is (a supervisor waiting for the API sees no stragglers).
+            with contextlib.suppress(Exception):
+                resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
 
 
 VIEW_BUILDER = web.AppKey("supervision_view_builder", ViewBuilder)
