@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import redis
 import redis.asyncio
 from aiohttp import web
@@ -102,29 +103,44 @@ class _Seen:
     officer: bytes | None = None  # the officer's JSON
 
 
-def _queue_reads(pipe: Any, alert_id: str, unit: str, *, user: str | None, officer: str | None = None) -> None:
-    """Queue on ``pipe`` (sync or async) everything an answer about (alert_id, unit) checks."""
-    pipe.hmget(keys.alert_status(alert_id), AlertStatus.FIELDS)
-    pipe.hget(keys.linkage_tasks(alert_id), unit)
-    if user is not None:
-        pipe.hget(keys.USER_UNITS, user)
-        pipe.hget(keys.ROSTER_META, "imported_at")
-    if officer is not None:
-        pipe.hget(keys.ROSTER_OFFICERS, officer)
+# Everything an answer about (alert, unit) checks, in one script call (one command to pack and parse,
+# where a pipeline of four costs four): the alert's status fields, the task, and the API user's units
+# and the roster version, or the link's officer.
+# KEYS: alert status hash, the alert's tasks hash, USER_UNITS, ROSTER_META, ROSTER_OFFICERS
+# ARGV: unit, API user name or "", officer id or "", the status fields...
+# Returns {status values, task or false, user's units or false, roster imported_at or false, officer or false}.
+READ_SCRIPT = """
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local user_units, roster, officer = false, false, false
+if ARGV[2] ~= '' then
+    user_units = redis.call('HGET', KEYS[3], ARGV[2])
+    roster = redis.call('HGET', KEYS[4], 'imported_at')
+end
+if ARGV[3] ~= '' then
+    officer = redis.call('HGET', KEYS[5], ARGV[3])
+end
+return {redis.call('HMGET', KEYS[1], unpack(fields)), redis.call('HGET', KEYS[2], ARGV[1]), user_units, roster, officer}
+"""
 
 
-def _seen(alert_id: str, replies: list[Any], *, user: str | None) -> _Seen:
-    status, task, *rest = replies
+def _read_call(alert_id: str, unit: str, user: str | None, officer: str | None) -> tuple[list[str], list[str]]:
+    return ([keys.alert_status(alert_id), keys.linkage_tasks(alert_id), keys.USER_UNITS, keys.ROSTER_META,
+             keys.ROSTER_OFFICERS], [unit, user or "", officer or "", *AlertStatus.FIELDS])
+
+
+def _seen(alert_id: str, reply: list[Any], *, user: str | None) -> _Seen:
+    status, task, user_units, roster, officer = reply
     alert = AlertStatus.from_fields(alert_id, status)
     if user is not None:
-        return _Seen(alert, task, units_from(rest[0]), rest[1])
-    return _Seen(alert, task, officer=rest[0] if rest else None)
+        return _Seen(alert, task, units_from(user_units), roster)
+    return _Seen(alert, task, officer=officer)
 
 
 class Acknowledging:
     """Record an officer's answer to a unit's task, whichever way it came.
 
-    One per API process (threads share it). An answer costs two Redis round trips: one pipelined
+    One per API process (threads share it). An answer costs two Redis round trips: one scripted
     read of everything checked (the alert's status hash, not its record; the task; the user's units
     or the link's officer) and the compare-and-set. The gazetteer, the link secret and which
     officer an API user is are held in the process (see the constants above).
@@ -135,6 +151,8 @@ class Acknowledging:
         self.redis: redis.Redis = service.store.redis
         self.async_redis = async_redis  # for by_api_on_loop, on the API's event loop
         self._cas_on_loop = async_redis.register_script(CAS_SCRIPT)
+        self._read_script = self.redis.register_script(READ_SCRIPT)
+        self._read_on_loop = async_redis.register_script(READ_SCRIPT)
         self.tasks = LinkageStore(self.redis)
         self.roster = RosterStore(self.redis, service.settings.timezone)
         self._lock = threading.Lock()
@@ -147,9 +165,8 @@ class Acknowledging:
         return self.service.targets.recent(GAZETTEER_MAX_AGE_SECONDS).gazetteer
 
     def _read(self, alert_id: str, unit: str, *, user: str | None = None, officer: str | None = None) -> _Seen:
-        with self.redis.pipeline(transaction=False) as pipe:
-            _queue_reads(pipe, alert_id, unit, user=user, officer=officer)
-            return _seen(alert_id, pipe.execute(), user=user)
+        read_keys, read_args = _read_call(alert_id, unit, user, officer)
+        return _seen(alert_id, self._read_script(keys=read_keys, args=read_args), user=user)
 
     def _alert(self, seen: _Seen, alert_id: str) -> AlertStatus:
         """Raises NotFound (field ``id``) for no such alert."""
@@ -264,9 +281,8 @@ class Acknowledging:
         Update that may have carried the task, a task that changed between the read and the
         compare-and-set) goes to :meth:`by_api` in a thread.
         """
-        async with self.async_redis.pipeline(transaction=False) as pipe:
-            _queue_reads(pipe, alert_id, unit, user=user.name)
-            seen = _seen(alert_id, await pipe.execute(), user=user.name)
+        read_keys, read_args = _read_call(alert_id, unit, user.name, None)
+        seen = _seen(alert_id, await self._read_on_loop(keys=read_keys, args=read_args), user=user.name)
         if seen.alert is None or seen.alert.state is State.UPDATED:
             return await asyncio.to_thread(self.by_api, user, alert_id, unit, status, note)
         self._check_api_user(user, unit, seen)
@@ -567,7 +583,7 @@ def _html(page: str, status: int = 200) -> web.Response:
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", charset="utf-8")
 
 
 async def _read_object(request: web.Request) -> dict[str, Any]:

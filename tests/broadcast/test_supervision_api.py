@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +16,11 @@ import redis
 
 from broadcast import keys, supervision_api
 from broadcast.linkage import Acknowledgement, AckStatus, AckVia, LinkageStore, Task, acknowledge, close
+from broadcast.redis_server import free_port
 from broadcast.roster import bind_user
 from broadcast.users import UserDirectory, parse_roles
 from geotarget import build_demo_gazetteer
+from tests.broadcast.test_store import start_api
 
 DEADLINE = 600.0
 FUTIAN, NANSHAN = "440304", "440305"
@@ -367,3 +372,39 @@ async def test_polls_share_a_view_for_half_a_second(client, auth, redis_client, 
     await asyncio.sleep(supervision_api.VIEW_MAX_AGE_SECONDS + 0.1)
     fresh = await (await client.get(f"/api/alerts/{alert}/linkage", headers=auth["erin"])).json()
     assert fresh["now"] > first["now"] and fresh["rollups"]["all"]["acknowledged"] == 1
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_view_builder_ends_with_an_api_killed_outright(redis_url: str) -> None:
+    api = start_api(free_port(), redis_url)  # a served API starts its view builder at once
+    try:
+        deadline = time.monotonic() + 30
+        builders: list[int] = []
+        while time.monotonic() < deadline and not builders:
+            builders = [p for p in _children(api.pid) if b"spawn_main" in (Path("/proc") / str(p) / "cmdline")
+                        .read_bytes() and b"resource_tracker" not in (Path("/proc") / str(p) / "cmdline").read_bytes()]
+            time.sleep(0.1)
+        assert builders, "the API started no view builder"
+    finally:
+        api.send_signal(signal.SIGKILL)
+        api.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in builders):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in builders), "the view builder outlived its API process"
