@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import aiohttp
 import redis
 import redis.asyncio
+import uvloop
 
 from broadcast import accounting, keys
 from broadcast.errors import TransientDeliveryError
@@ -137,7 +138,7 @@ class SenderRuntime:
         self.settings = settings
         self.pid = os.getpid()
         self.pool = ChannelPool(settings)
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()  # the loop's own work is a large part of a sender's CPU
         self._thread = threading.Thread(target=self.loop.run_forever, name="sender-loop", daemon=True)
         self._thread.start()
 

@@ -79,6 +79,7 @@ STREAM_SOCKET_TIMEOUT_SECONDS = 60.0
 ROLLUPS_EVERY_SECONDS = 1.0
 VIEW_MAX_AGE_SECONDS = 0.5  # how long callers with the same scope share a GET .../linkage view
 VIEW_GAZETTEER_MAX_AGE_SECONDS = 1.0  # a newly published gazetteer shows in views this much later
+VIEW_PARSED_ALERTS = 64  # alerts whose parsed tasks a view builder keeps between polls
 READ_COUNT = 500  # stream entries per XREAD
 RETRY_MS = 2000  # how long EventSource waits before reconnecting
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -269,7 +270,9 @@ def _start_view_process(settings: Settings, parent: int) -> None:
 
     threading.Thread(target=exit_with_parent, name="exit-with-parent", daemon=True).start()
     client = redis.Redis.from_url(settings.effective_redis_url)
-    _VIEW_PROCESS.append(_ViewProcess(client, TargetCache(RegistryStore(client, settings.data_dir)), ParsedTasks()))
+    # Every alert supervisors may be polling at once (a parsed city-wide alert takes 0.5-1.5 MB).
+    parsed = ParsedTasks(VIEW_PARSED_ALERTS)
+    _VIEW_PROCESS.append(_ViewProcess(client, TargetCache(RegistryStore(client, settings.data_dir)), parsed))
 
 
 def _warm_view_process() -> None:

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
+import rq  # noqa: E402
 
 from broadcast.redis_server import RedisServerConfig, free_port, start_redis, stop_redis  # noqa: E402
 
@@ -221,6 +222,13 @@ class Stack:
         wait_for(f"{self.api}/healthz", 60)
         wait_for(f"{self.sim_url(SMPP_INSPECT_OFFSET)}/_sim/faults", 60)
         wait_for(f"{self.sim_url(TWILIO_OFFSET)}/_sim/faults", 60)
+        # A worker registers with RQ once it has warmed up (registries loaded, adapters open), as it
+        # would be long before a warning in service: wait for all of them.
+        deadline = time.monotonic() + 120
+        while rq.Worker.count(connection=self.redis) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not come up")
+            time.sleep(0.1)
 
     def pids(self) -> dict[str, int]:
         pids = {name: p.pid for name, p in self.children.items()}

