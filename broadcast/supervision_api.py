@@ -80,6 +80,7 @@ ROLLUPS_EVERY_SECONDS = 1.0
 VIEW_MAX_AGE_SECONDS = 0.5  # how long callers with the same scope share a GET .../linkage view
 VIEW_GAZETTEER_MAX_AGE_SECONDS = 1.0  # a newly published gazetteer shows in views this much later
 VIEW_PARSED_ALERTS = 64  # alerts whose parsed tasks a view builder keeps between polls
+VIEW_NICE = 5  # the view builder's CPU priority below the API process's
 READ_COUNT = 500  # stream entries per XREAD
 RETRY_MS = 2000  # how long EventSource waits before reconnecting
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -269,6 +270,9 @@ def _start_view_process(settings: Settings, parent: int) -> None:
         os._exit(0)
 
     threading.Thread(target=exit_with_parent, name="exit-with-parent", daemon=True).start()
+    # Answers first: when the cores are busy, a supervisor's view may wait, an officer's answer should not.
+    with contextlib.suppress(OSError):
+        os.nice(VIEW_NICE)
     client = redis.Redis.from_url(settings.effective_redis_url)
     # Every alert supervisors may be polling at once (a parsed city-wide alert takes 0.5-1.5 MB).
     parsed = ParsedTasks(VIEW_PARSED_ALERTS)

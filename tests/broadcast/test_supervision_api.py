@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -391,7 +392,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_the_view_builder_ends_with_an_api_killed_outright(redis_url: str) -> None:
+def test_the_view_builder_yields_to_answers_and_ends_with_an_api_killed_outright(redis_url: str) -> None:
     api = start_api(free_port(), redis_url)  # a served API starts its view builder at once
     try:
         deadline = time.monotonic() + 30
@@ -401,6 +402,11 @@ def test_the_view_builder_ends_with_an_api_killed_outright(redis_url: str) -> No
                         .read_bytes() and b"resource_tracker" not in (Path("/proc") / str(p) / "cmdline").read_bytes()]
             time.sleep(0.1)
         assert builders, "the API started no view builder"
+        expected = min(19, os.getpriority(os.PRIO_PROCESS, api.pid) + supervision_api.VIEW_NICE)
+        deadline = time.monotonic() + 30  # the builder lowers its priority once it has started
+        while time.monotonic() < deadline and os.getpriority(os.PRIO_PROCESS, builders[0]) != expected:
+            time.sleep(0.1)
+        assert os.getpriority(os.PRIO_PROCESS, builders[0]) == expected, "answers come first"
     finally:
         api.send_signal(signal.SIGKILL)
         api.wait()
