@@ -221,16 +221,24 @@ class Acknowledging:
 
     def _record(self, seen: _Seen, alert_id: str, unit: str, officer: str, via: AckVia, status: AckStatus,
                 note: str, now: float | None = None) -> Answered:
-        now = time.time() if now is None else now
+        alert, raw, ack = self._answer(seen, alert_id, unit, officer, via, status, note, now)
+        updated, changed = self.tasks.change(alert.id, unit, "acknowledged", lambda t: acknowledge(t, ack),
+                                             raw=raw)
+        return Answered(updated, alert, changed)
+
+    def _answer(self, seen: _Seen, alert_id: str, unit: str, officer: str, via: AckVia, status: AckStatus,
+                note: str, now: float | None = None) -> tuple[AlertStatus, bytes, Acknowledgement]:
+        """The checks every answer passes: the alert and task JSON it goes to, and the acknowledgement.
+
+        Raises:
+            NotFound, InvalidInput (field ``note``), Conflict (the alert has ended).
+        """
         note = check_note(note, status)
         alert, raw = self._current(seen, alert_id, unit)
         ended = alert.ended(self.service.now())
         if ended is not None:
             raise Conflict(f"alert {alert.id} is {ended}; the linkage task of unit {unit} is closed", field="state")
-        ack = Acknowledgement(officer, now, via, status, note)
-        updated, changed = self.tasks.change(alert.id, unit, "acknowledged", lambda t: acknowledge(t, ack),
-                                             raw=raw)
-        return Answered(updated, alert, changed)
+        return alert, raw, Acknowledgement(officer, time.time() if now is None else now, via, status, note)
 
     # ------------------------------------------------------------ the four ways
 
@@ -291,14 +299,10 @@ class Acknowledging:
             officer = self._officers_of_users.get((user.name, unit))
         if not mapped:  # the first answer after a roster import maps its officers (~50 ms, once)
             officer = await asyncio.to_thread(self._officer_of_user, user.name, unit, seen.roster)
-        note = check_note(note, status)
-        alert, raw = self._current(seen, alert_id, unit)  # no further reads unless UPDATED
-        ended = alert.ended(self.service.now())
-        if ended is not None:
-            raise Conflict(f"alert {alert.id} is {ended}; the linkage task of unit {unit} is closed", field="state")
+        # No further reads: an UPDATED alert (whose task may have been carried) went to by_api above.
+        alert, raw, ack = self._answer(seen, alert_id, unit, officer or f"user:{user.name}", AckVia.API, status, note)
         current = Task.from_json(raw)
-        updated = acknowledge(current, Acknowledgement(officer or f"user:{user.name}", time.time(), AckVia.API,
-                                                       status, note))
+        updated = acknowledge(current, ack)
         if updated is None:
             return Answered(current, alert, False)
         cas_keys, cas_args = cas_call(alert.id, unit, raw, updated, "acknowledged")
