@@ -38,7 +38,6 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import redis
-import redis.asyncio
 from aiohttp import web
 
 from broadcast import ack_links, keys, workflow
@@ -59,6 +58,7 @@ from broadcast.linkage import (
 )
 from broadcast.linkage_jobs import parse_recipient_id
 from broadcast.records import AlertRecord, AlertStatus, State
+from broadcast.redis_pipelined import PipelinedRedis, Script
 from broadcast.render import environment
 from broadcast.roster import Officer, RosterStore, units_from, units_of_user
 from broadcast.users import Role, User
@@ -124,6 +124,10 @@ return {redis.call('HMGET', KEYS[1], unpack(fields)), redis.call('HGET', KEYS[2]
 """
 
 
+READ_ON_LOOP = Script.of(READ_SCRIPT)
+CAS_ON_LOOP = Script.of(CAS_SCRIPT)
+
+
 def _read_call(alert_id: str, unit: str, user: str | None, officer: str | None) -> tuple[list[str], list[str]]:
     return ([keys.alert_status(alert_id), keys.linkage_tasks(alert_id), keys.USER_UNITS, keys.ROSTER_META,
              keys.ROSTER_OFFICERS], [unit, user or "", officer or "", *AlertStatus.FIELDS])
@@ -142,17 +146,16 @@ class Acknowledging:
 
     One per API process (threads share it). An answer costs two Redis round trips: one scripted
     read of everything checked (the alert's status hash, not its record; the task; the user's units
-    or the link's officer) and the compare-and-set. The gazetteer, the link secret and which
+    or the link's officer) and the compare-and-set. API answers make both on the event loop over
+    one auto-pipelined connection (:mod:`broadcast.redis_pipelined`). The gazetteer, the link secret and which
     officer an API user is are held in the process (see the constants above).
     """
 
-    def __init__(self, service: AlertService, async_redis: redis.asyncio.Redis) -> None:
+    def __init__(self, service: AlertService, on_loop: PipelinedRedis) -> None:
         self.service = service
         self.redis: redis.Redis = service.store.redis
-        self.async_redis = async_redis  # for by_api_on_loop, on the API's event loop
-        self._cas_on_loop = async_redis.register_script(CAS_SCRIPT)
+        self.on_loop = on_loop  # for by_api_on_loop, on the API's event loop
         self._read_script = self.redis.register_script(READ_SCRIPT)
-        self._read_on_loop = async_redis.register_script(READ_SCRIPT)
         self.tasks = LinkageStore(self.redis)
         self.roster = RosterStore(self.redis, service.settings.timezone)
         self._lock = threading.Lock()
@@ -290,7 +293,7 @@ class Acknowledging:
         compare-and-set) goes to :meth:`by_api` in a thread.
         """
         read_keys, read_args = _read_call(alert_id, unit, user.name, None)
-        seen = _seen(alert_id, await self._read_on_loop(keys=read_keys, args=read_args), user=user.name)
+        seen = _seen(alert_id, await self.on_loop.evalsha(READ_ON_LOOP, read_keys, read_args), user=user.name)
         if seen.alert is None or seen.alert.state is State.UPDATED:
             return await asyncio.to_thread(self.by_api, user, alert_id, unit, status, note)
         self._check_api_user(user, unit, seen)
@@ -306,7 +309,7 @@ class Acknowledging:
         if updated is None:
             return Answered(current, alert, False)
         cas_keys, cas_args = cas_call(alert.id, unit, raw, updated, "acknowledged")
-        if await self._cas_on_loop(keys=cas_keys, args=cas_args):
+        if await self.on_loop.evalsha(CAS_ON_LOOP, cas_keys, cas_args):
             return Answered(updated, alert, True)
         return await asyncio.to_thread(self.by_api, user, alert_id, unit, status, note)
 
@@ -442,12 +445,10 @@ def add_routes(app: web.Application, service_key: web.AppKey[AlertService],
 
     async def start(app: web.Application) -> None:  # after the API's cleanup_ctx has made the service
         service = app[service_key]
-        async_redis = redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
-            service.settings.effective_redis_url, max_connections=32, timeout=10))
-        app[ACKNOWLEDGING] = Acknowledging(service, async_redis)
+        app[ACKNOWLEDGING] = Acknowledging(service, PipelinedRedis(service.settings.effective_redis_url))
 
     async def stop(app: web.Application) -> None:
-        await app[ACKNOWLEDGING].async_redis.aclose()
+        await app[ACKNOWLEDGING].on_loop.close()
 
     def acknowledging(request: web.Request) -> Acknowledging:
         return request.app[ACKNOWLEDGING]
