@@ -29,7 +29,8 @@ A receipt is stored as a JSON string under ``keys.receipt(message_id)`` (TTL
     {"provider": "smpp", "kind": "sms", "status": "delivered", "final": true, "error_code": 0,
      "to": "+86...", "time": "...", "rank": 3, "provider_status": "DELIVRD", "done_date": "2607011005"}
 
-A concatenated message gets one receipt per part; ``provider_ref`` is the first part's id.
+A concatenated message gets one receipt, requested on its last part; ``provider_ref`` is the last
+part's id.
 """
 
 from __future__ import annotations

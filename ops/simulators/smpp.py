@@ -28,6 +28,8 @@ import itertools
 import logging
 import re
 import secrets
+import socket
+import struct
 import time
 from array import array
 from collections import Counter, deque
@@ -54,7 +56,6 @@ from channels.smpp import (
     Status,
     cstring,
     format_receipt,
-    read_pdus,
     split_udh,
 )
 from ops.simulators.base import RECORDER, Recorder, add_inspection_routes
@@ -70,14 +71,128 @@ _ADDRESS = re.compile(r"[0-9]{1,20}")
 _SUPPORTED_CODINGS = {0x00, 0x01, 0x03, 0x08}
 
 
+# Linux's SO_TIMESTAMPNS (not exported by the socket module): each read carries the moment the kernel
+# received the data, as a struct timespec.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("qq")
+# Bytes per read: about one write of a sender (a chunk of texts), so a read's time is that write's.
+READ_SIZE = 16384
+
+
+class _Connection:
+    """One SMPP connection on a plain non-blocking socket: reads carry the kernel's receive time,
+    writes go through a buffer that drains when the socket can take more.
+
+    Why not asyncio streams: they hide when the bytes came in. On a busy machine the simulator
+    reads late, and a text stamped when read would show the simulator's own lag as bunching in
+    the sender's traffic; the receive time is what a carrier's SMSC on its own machine would see.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self.fd = sock.fileno()
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):  # not Linux: reads carry no time, and are stamped when read
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self._out = bytearray()
+        self._closing = False
+        self._waiter: asyncio.Future[None] | None = None  # a read waiting for data
+        self._drained: asyncio.Future[None] | None = None  # a drain waiting for the buffer to empty
+
+    async def read(self) -> tuple[bytes, float]:
+        """Bytes received (b"" at the end of the stream) and when the kernel received them (epoch s)."""
+        while True:
+            if self._closing:
+                return b"", time.time()
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(READ_SIZE, socket.CMSG_SPACE(_TIMESPEC.size))
+            except (BlockingIOError, InterruptedError):
+                self._waiter = self.loop.create_future()
+                self.loop.add_reader(self.fd, self._wake_reader)
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+                    if not self._closing:
+                        self.loop.remove_reader(self.fd)
+                continue
+            except OSError:
+                return b"", time.time()
+            at = time.time()
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+                    at = seconds + nanoseconds / 1e9
+            return data, at
+
+    def _wake_reader(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def write(self, data: bytes) -> None:
+        if self._closing or not data:
+            return
+        if not self._out:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.close()
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+            self.loop.add_writer(self.fd, self._write_buffered)
+        self._out += data
+
+    def _write_buffered(self) -> None:
+        try:
+            sent = self.sock.send(self._out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        del self._out[:sent]
+        if not self._out:
+            self.loop.remove_writer(self.fd)
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+
+    def buffered(self) -> int:
+        return len(self._out)
+
+    async def drain(self) -> None:
+        """Wait until what was written has gone to the socket (or the connection is closed)."""
+        while self._out and not self._closing:
+            self._drained = self.loop.create_future()
+            await self._drained
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        for waiter in (self._waiter, self._drained):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        self.sock.close()
+
+
 @dataclass(eq=False)  # sessions are kept in a set, by identity
 class _Session:
-    writer: asyncio.StreamWriter
+    writer: _Connection
     system_id: str = ""
     mode: str = ""  # transmitter / receiver / transceiver, "" while unbound
     sequence: itertools.count = field(default_factory=lambda: itertools.count(1))
     outbox: list[bytes] = field(default_factory=list)
-    read_at: float = 0.0  # when the PDUs being handled came off the socket (epoch seconds)
+    read_at: float = 0.0  # when the kernel received the PDUs being handled (epoch seconds)
 
     @property
     def can_submit(self) -> bool:
@@ -91,9 +206,8 @@ class _Session:
         self.flush()  # whatever was queued goes first: responses stay in order
         if not self.writer.is_closing():
             self.writer.write(pdu.encode())
-            if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-                with contextlib.suppress(ConnectionError):
-                    await self.writer.drain()
+            if self.writer.buffered() > WRITE_HIGH_WATER:
+                await self.writer.drain()
 
     def queue(self, pdu: Pdu) -> None:
         """Answer later in one write with the others (see :meth:`flush`): a write per PDU is a system
@@ -102,9 +216,8 @@ class _Session:
 
     async def send_queued(self) -> None:
         self.flush()
-        if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-            with contextlib.suppress(ConnectionError):
-                await self.writer.drain()
+        if self.writer.buffered() > WRITE_HIGH_WATER:
+            await self.writer.drain()
 
     def flush(self) -> None:
         if self.outbox and not self.writer.is_closing():
@@ -114,7 +227,8 @@ class _Session:
 
 @dataclass
 class CompactRecord:
-    """What a benchmark needs at millions of messages: when each text completed, and for whom.
+    """What a benchmark needs at millions of messages: when each text completed (when the kernel
+    received the bytes of its last part), and for whom.
 
     Kept instead of one recorded entry per PDU when the simulator runs with ``record="compact"``.
     """
@@ -147,7 +261,8 @@ class SmppSimulator:
         self.host = "127.0.0.1"
         self.port = 0
         self.inspect_port = 0
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._sessions: set[_Session] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -166,8 +281,10 @@ class SmppSimulator:
     async def start(self, host: str = "127.0.0.1", port: int = 0, inspect_port: int = 0) -> None:
         """Listen for SMPP on ``port`` and serve the inspection API on ``inspect_port`` (0: any free port)."""
         self.host = host
-        self._server = await asyncio.start_server(self._serve, host, port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._listener = socket.create_server((host, port))
+        self._listener.setblocking(False)
+        self.port = self._listener.getsockname()[1]
+        self._accepting = asyncio.create_task(self._accept(self._listener))
         app = web.Application()
         app[RECORDER] = self.recorder
         add_inspection_routes(app, self.recorder)
@@ -183,17 +300,20 @@ class SmppSimulator:
         self.inspect_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+            self._accepting = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         for session in list(self._sessions):
             session.writer.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -203,29 +323,38 @@ class SmppSimulator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = _Session(writer)
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors and the like: keep serving the others
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            self._spawn(self._serve(_Connection(sock)))
+
+    async def _serve(self, connection: _Connection) -> None:
+        session = _Session(connection)
         self._sessions.add(session)
         parser = PduParser()
         try:
             open_ = True
             while open_:
-                pdus = await read_pdus(reader, parser)
-                session.read_at = time.time()  # when these bytes came off the wire (not when handled)
-                for pdu in pdus:
+                data, session.read_at = await connection.read()
+                if not data:
+                    break
+                for pdu in parser.feed(data):
                     if not await self._handle(session, pdu):
                         open_ = False
                         break
                 session.flush()
-                with contextlib.suppress(ConnectionError):
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, SmppProtocolError):
+                await connection.drain()
+        except SmppProtocolError:
             pass
         finally:
             self._sessions.discard(session)
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+            connection.close()
 
     async def _handle(self, session: _Session, pdu: Pdu) -> bool:
         """Answer one PDU; False to close the connection."""
@@ -284,7 +413,7 @@ class SmppSimulator:
         await session.send(self._submit(session, pdu, arrived))
 
     def _submit(self, session: _Session, pdu: Pdu, arrived: float) -> Pdu:
-        """Check, record and answer one submit_sm (read off the socket at ``arrived``): its submit_sm_resp."""
+        """Check, record and answer one submit_sm (received by the kernel at ``arrived``): its submit_sm_resp."""
 
         def answer(status: int, message_id: str = "") -> Pdu:
             body = cstring(message_id) if status == Status.ESME_ROK else b""

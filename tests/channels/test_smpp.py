@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from typing import Any
 
@@ -16,7 +17,16 @@ import smpplib.gsm
 from broadcast import keys
 from broadcast.errors import InvalidInput, TransientDeliveryError
 from channels.base import ChannelContext, DeliveryStatus, Recipient
-from channels.smpp import DEFAULT_PASSWORD, DEFAULT_SYSTEM_ID, SmppProvider
+from channels.smpp import (
+    DEFAULT_PASSWORD,
+    DEFAULT_SYSTEM_ID,
+    Bind,
+    Command,
+    Pdu,
+    PduParser,
+    ShortMessage,
+    SmppProvider,
+)
 from channels.sms import SmsAdapter, phone_problem
 from channels.sms_text import segments
 from ops.simulators.smpp import SmppSimulator
@@ -104,6 +114,31 @@ async def test_zh_and_en_to_many_recipients_with_a_window(channel_context, smsc)
         complete = [e["full_text"] for e in entries if e["full_text"] is not None]
         assert complete == [zh_body if zh else en_body]
         assert result.provider_ref == entries[-1]["message_id"]
+
+
+async def test_a_refused_part_is_sent_again_under_the_same_reference(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
+    # Half the submit_sm throttled: a text whose first part is refused comes back throttled (nothing
+    # reached the handset); a later part refused is sent again under the text's reference, so the
+    # text reaches the handset once.
+    await set_faults(channel_context, smsc, throttle_rate=0.5)
+    adapter = SmsAdapter(context_for(channel_context, smsc.port, "sms.throttle_retry_after=0.05"))
+    batch = mobiles(40)
+    try:
+        results = await adapter.send(sample_message("sms"), batch)
+    finally:
+        await adapter.aclose()
+    assert {r.status for r in results} == {DeliveryStatus.ACCEPTED, DeliveryStatus.THROTTLED}
+    recorded = await inspect(channel_context, smsc)
+    body = sample_message("sms").texts["zh-CN"].body
+    for recipient, result in zip(batch, results, strict=True):
+        entries = [e for e in recorded if e["destination"] == recipient.address.removeprefix("+")]
+        complete = [e["full_text"] for e in entries if e["full_text"] is not None]
+        if result.status == DeliveryStatus.ACCEPTED:
+            assert complete == [body]
+            assert len({e["reference"] for e in entries}) == 1
+            assert sorted(e["part"] for e in entries) == list(range(1, entries[0]["parts"] + 1))
+        else:
+            assert entries == [] and "part 1 of" in (result.error or "")
 
 
 async def test_a_short_text_is_one_plain_submit_sm(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
@@ -413,3 +448,45 @@ async def test_an_smsc_that_does_not_answer_in_time_gives_transient_results(chan
     assert [r.status.value for r in results] == ["transient"] * 3
     assert all("no submit_sm_resp within 0.4" in (r.error or "") for r in results)
     assert waited < 1.4  # failed by the timeout, not by the late answers
+
+
+async def test_the_simulator_times_a_text_when_it_arrived_not_when_it_was_read() -> None:
+    """A benchmark's busiest second is counted at the simulator: a simulator that is slow to read
+    (its machine busy) must not show its own lag as bunching in the sender's traffic."""
+    simulator = SmppSimulator(record="compact")
+    await simulator.start("127.0.0.1", 0, 0)
+    bound, go, sent_at = threading.Event(), threading.Event(), []
+
+    def esme() -> None:  # a blocking client in a thread: it sends while the simulator's loop is stuck
+        with socket.create_connection(("127.0.0.1", simulator.port), timeout=5) as sock:
+            sock.sendall(Pdu(Command.BIND_TRANSMITTER, 0, 1, Bind(DEFAULT_SYSTEM_ID, DEFAULT_PASSWORD).encode())
+                         .encode())
+            parser, answers = PduParser(), []
+            while not answers:
+                answers = parser.feed(sock.recv(4096))
+            assert answers[0].command_id == Command.BIND_TRANSMITTER_RESP and answers[0].command_status == 0
+            bound.set()
+            go.wait(5)
+            sent_at.append(time.time())
+            sock.sendall(Pdu(Command.SUBMIT_SM, 0, 2, ShortMessage("12379", "8613800000001", b"hello").encode())
+                         .encode())
+            time.sleep(0.5)
+
+    client = threading.Thread(target=esme)
+    client.start()
+    try:
+        while not bound.is_set():
+            await asyncio.sleep(0.01)
+        go.set()
+        time.sleep(0.4)  # the simulator's loop is busy elsewhere: nothing is read meanwhile
+        read_after = time.time()
+        for _ in range(200):
+            if simulator.compact.times:
+                break
+            await asyncio.sleep(0.01)
+        assert list(simulator.compact.destinations) == ["8613800000001"]
+        arrived = simulator.compact.times[0]
+        assert abs(arrived - sent_at[0]) < 0.1, (arrived - sent_at[0], read_after - sent_at[0])
+    finally:
+        client.join(5)
+        await simulator.stop()
