@@ -6,7 +6,10 @@ persistence on, so an issued alert and its audit trail survive a restart.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+
+PR_SET_PDEATHSIG = 1
 
 
 class RedisServerError(RuntimeError):
@@ -51,6 +56,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _end_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_redis(config: RedisServerConfig, *, timeout: float = 10.0) -> subprocess.Popen[bytes]:
     """Start redis-server with ``config`` and wait until it answers PING.
 
@@ -63,7 +74,11 @@ def start_redis(config: RedisServerConfig, *, timeout: float = 10.0) -> subproce
     config.data_dir.mkdir(parents=True, exist_ok=True)
     conf_path = config.data_dir / "redis.conf"
     conf_path.write_text("\n".join(config.lines()) + "\n", encoding="utf-8")
-    process = subprocess.Popen([binary, str(conf_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # In a session of its own, so a terminal's Ctrl-C (sent to the whole foreground group) does not
+    # stop it under the processes still using it: whoever started it stops it last (stop_redis). Tied
+    # to its starter's life instead, so a starter killed outright does not leave it running.
+    process = subprocess.Popen([binary, str(conf_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True, preexec_fn=_end_with_parent)
     client = redis.Redis(host="127.0.0.1", port=config.port, socket_connect_timeout=0.2)
     deadline = time.monotonic() + timeout
     try:

@@ -40,6 +40,7 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -270,6 +271,8 @@ def _start_view_process(settings: Settings, parent: int) -> None:
         os._exit(0)
 
     threading.Thread(target=exit_with_parent, name="exit-with-parent", daemon=True).start()
+    # A terminal's Ctrl-C reaches every process of the group; this one is stopped by its API process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Answers first: when the cores are busy, a supervisor's view may wait, an officer's answer should not.
     with contextlib.suppress(OSError):
         os.nice(VIEW_NICE)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from lxml import etree
 
 from broadcast.redis_server import free_port
@@ -88,12 +89,17 @@ def test_up_runs_the_readme_example_and_stops_everything_on_ctrl_c(stack, tmp_pa
         time.sleep(0.2)
     assert b'"outcome":"ran"' in body.replace(b" ", b""), body
 
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the group
     assert process.wait(timeout=30) == 0
     leftovers = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True).stdout
     assert leftovers == b"", leftovers
     with pytest.raises(OSError):
         _get(f"http://127.0.0.1:{port}/healthz")
+    with pytest.raises(redis.ConnectionError):  # Redis (in a session of its own) stopped too, and last
+        redis.Redis(host="127.0.0.1", port=int(env["BROADCAST_LOCAL_REDIS_PORT"])).ping()
+    # Redis outlived the processes using it: nothing of theirs failed on the way down.
+    log = (tmp_path / "up.log").read_text(errors="replace")
+    assert "Traceback" not in log[log.rindex("ready at"):], log[log.rindex("ready at"):][-3000:]
     assert (Path(env["BROADCAST_DATA_DIR"]) / "redis" / "appendonlydir").is_dir()
 
 
