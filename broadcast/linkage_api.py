@@ -293,7 +293,11 @@ class Acknowledging:
         compare-and-set) goes to :meth:`by_api` in a thread.
         """
         read_keys, read_args = _read_call(alert_id, unit, user.name, None)
-        seen = _seen(alert_id, await self.on_loop.evalsha(READ_ON_LOOP, read_keys, read_args), user=user.name)
+        try:
+            reply = await self.on_loop.evalsha(READ_ON_LOOP, read_keys, read_args)
+        except ConnectionError:  # a dropped connection (Redis restarted): the read changes nothing, ask again
+            reply = await self.on_loop.evalsha(READ_ON_LOOP, read_keys, read_args)
+        seen = _seen(alert_id, reply, user=user.name)
         if seen.alert is None or seen.alert.state is State.UPDATED:
             return await asyncio.to_thread(self.by_api, user, alert_id, unit, status, note)
         self._check_api_user(user, unit, seen)
@@ -309,8 +313,11 @@ class Acknowledging:
         if updated is None:
             return Answered(current, alert, False)
         cas_keys, cas_args = cas_call(alert.id, unit, raw, updated, "acknowledged")
-        if await self.on_loop.evalsha(CAS_ON_LOOP, cas_keys, cas_args):
-            return Answered(updated, alert, True)
+        try:
+            if await self.on_loop.evalsha(CAS_ON_LOOP, cas_keys, cas_args):
+                return Answered(updated, alert, True)
+        except ConnectionError:
+            pass  # applied or not, unknown: the threaded path reads again and records the answer once
         return await asyncio.to_thread(self.by_api, user, alert_id, unit, status, note)
 
     def _check_api_user(self, user: User, unit: str, seen: _Seen) -> None:

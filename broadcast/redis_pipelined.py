@@ -76,7 +76,7 @@ class _Protocol(asyncio.Protocol):
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or ConnectionError("connection closed")
+        self.lost = self.lost or exc or ConnectionError("connection closed")  # _abort's reason first
         self.transport = None
         error = ConnectionError(f"connection to Redis lost: {self.lost}")
         while self.pending:
@@ -160,30 +160,39 @@ class PipelinedRedis:
         async with self._connecting:
             if self._protocol is not None:
                 return self._protocol
+            if self._closed:
+                raise ConnectionError("closed")
             loop = asyncio.get_running_loop()
             address = self._address
             host, port = address.get("host", "localhost"), address.get("port", 6379)
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    _, protocol = await loop.create_connection(lambda: _Protocol(self), host, port)
-            except (OSError, TimeoutError) as exc:
-                raise ConnectionError(f"cannot connect to Redis at {host}:{port}: {exc}") from exc
             setup: list[tuple[Any, ...]] = []
             if address.get("password"):
                 setup.append(("AUTH", *([address["username"]] if address.get("username") else []),
                               address["password"]))
             if address.get("db"):
                 setup.append(("SELECT", address["db"]))
-            replies = []
-            for command in setup:
-                future = loop.create_future()
-                protocol.send(hiredis.pack_command(command), future, loop.time())
-                replies.append(future)
+            protocol: _Protocol | None = None
             try:
-                await asyncio.gather(*replies)
-            except RedisReplyError:
-                protocol.transport.close()
+                # The connection and its AUTH / SELECT within one time limit: a Redis that accepts and
+                # then says nothing must not hold every caller at the lock.
+                async with asyncio.timeout(self.connect_timeout):
+                    _, protocol = await loop.create_connection(lambda: _Protocol(self), host, port)
+                    replies = []
+                    for command in setup:
+                        future = loop.create_future()
+                        protocol.send(hiredis.pack_command(command), future, loop.time())
+                        replies.append(future)
+                    await asyncio.gather(*replies)
+            except BaseException as exc:
+                if protocol is not None and protocol.transport is not None:
+                    protocol.transport.close()
+                if isinstance(exc, (OSError, TimeoutError)):
+                    raise ConnectionError(f"cannot connect to Redis at {host}:{port}: {exc}") from exc
                 raise
+            if self._closed:  # closed while connecting
+                assert protocol.transport is not None
+                protocol.transport.close()
+                raise ConnectionError("closed")
             self._protocol = protocol
             self._arm_watchdog()
             return protocol

@@ -6,13 +6,15 @@ persistence on, so an issued alert and its audit trail survive a restart.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
+import functools
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +58,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _end_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _libc_prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+# Looked up here, not in the child: loading a library between fork and exec can deadlock.
+_PRCTL = _libc_prctl()
+
+
+def _end_with(parent: int) -> None:
+    """In the child before exec: SIGTERM when the thread that started it ends (PR_SET_PDEATHSIG),
+    or at once if the parent has ended already."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def start_redis(config: RedisServerConfig, *, timeout: float = 10.0) -> subprocess.Popen[bytes]:
@@ -76,9 +92,10 @@ def start_redis(config: RedisServerConfig, *, timeout: float = 10.0) -> subproce
     conf_path.write_text("\n".join(config.lines()) + "\n", encoding="utf-8")
     # In a session of its own, so a terminal's Ctrl-C (sent to the whole foreground group) does not
     # stop it under the processes still using it: whoever started it stops it last (stop_redis). Tied
-    # to its starter's life instead, so a starter killed outright does not leave it running.
+    # to its starter's life instead (call this from the main thread: the tie is to the calling thread),
+    # so a starter killed outright does not leave it running.
     process = subprocess.Popen([binary, str(conf_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True, preexec_fn=_end_with_parent)
+                               start_new_session=True, preexec_fn=functools.partial(_end_with, os.getpid()))
     client = redis.Redis(host="127.0.0.1", port=config.port, socket_connect_timeout=0.2)
     deadline = time.monotonic() + timeout
     try:

@@ -902,7 +902,8 @@ class SmppProvider:
         """Submit each text (concatenated parts if long), up to ``window`` PDUs in flight.
 
         Returns:
-            One result per item; ``provider_ref`` is the SMSC message_id of the first part.
+            One result per item; ``provider_ref`` is the SMSC message_id of the last part (the one
+            its delivery receipt names).
 
         Raises:
             TransientDeliveryError: the SMSC cannot be reached or refuses the bind.

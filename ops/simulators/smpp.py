@@ -98,7 +98,7 @@ class _Connection:
         self._out = bytearray()
         self._closing = False
         self._waiter: asyncio.Future[None] | None = None  # a read waiting for data
-        self._drained: asyncio.Future[None] | None = None  # a drain waiting for the buffer to empty
+        self._drains: list[asyncio.Future[None]] = []  # tasks waiting for the buffer to empty
 
     async def read(self) -> tuple[bytes, float]:
         """Bytes received (b"" at the end of the stream) and when the kernel received them (epoch s)."""
@@ -158,17 +158,24 @@ class _Connection:
         del self._out[:sent]
         if not self._out:
             self.loop.remove_writer(self.fd)
-            if self._drained is not None and not self._drained.done():
-                self._drained.set_result(None)
+            self._wake_drains()
+
+    def _wake_drains(self) -> None:
+        drains, self._drains = self._drains, []
+        for waiter in drains:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def buffered(self) -> int:
         return len(self._out)
 
     async def drain(self) -> None:
-        """Wait until what was written has gone to the socket (or the connection is closed)."""
+        """Wait until what was written has gone to the socket (or the connection is closed); any
+        number of tasks may wait at once."""
         while self._out and not self._closing:
-            self._drained = self.loop.create_future()
-            await self._drained
+            waiter = self.loop.create_future()
+            self._drains.append(waiter)
+            await waiter
 
     def is_closing(self) -> bool:
         return self._closing
@@ -179,9 +186,9 @@ class _Connection:
         self._closing = True
         self.loop.remove_reader(self.fd)
         self.loop.remove_writer(self.fd)
-        for waiter in (self._waiter, self._drained):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        self._wake_drains()
         self.sock.close()
 
 
@@ -262,6 +269,7 @@ class SmppSimulator:
         self.port = 0
         self.inspect_port = 0
         self._listener: socket.socket | None = None
+        self._connections: set[_Connection] = set()  # accepted, until served to the end
         self._accepting: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._sessions: set[_Session] = set()
@@ -308,8 +316,8 @@ class SmppSimulator:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        for session in list(self._sessions):
-            session.writer.close()
+        for connection in list(self._connections):  # a connection whose serving never started too
+            connection.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -332,7 +340,9 @@ class SmppSimulator:
                 log.warning("accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            self._spawn(self._serve(_Connection(sock)))
+            connection = _Connection(sock)
+            self._connections.add(connection)
+            self._spawn(self._serve(connection))
 
     async def _serve(self, connection: _Connection) -> None:
         session = _Session(connection)
@@ -349,11 +359,13 @@ class SmppSimulator:
                         open_ = False
                         break
                 session.flush()
-                await connection.drain()
+                if connection.buffered() > WRITE_HIGH_WATER:
+                    await connection.drain()
         except SmppProtocolError:
             pass
         finally:
             self._sessions.discard(session)
+            self._connections.discard(connection)
             connection.close()
 
     async def _handle(self, session: _Session, pdu: Pdu) -> bool:

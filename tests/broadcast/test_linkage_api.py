@@ -167,6 +167,20 @@ async def test_answers_at_once_are_each_recorded(client, auth, issued, redis_cli
     assert redis_client.xlen(keys.linkage_events(issued["id"])) == changes_before + 1 + len(notes)
 
 
+async def test_answers_go_on_after_redis_drops_the_apis_connections(client, auth, issued,
+                                                                    redis_client: redis.Redis) -> None:
+    # As after a Redis restart or a failover: the API's connections (its pipelined one included) are gone.
+    path = f"/api/alerts/{issued['id']}/linkage/{FUTIAN}/acknowledge"
+    first = await client.post(path, json={"status": "received"}, headers=auth["dave"])
+    assert first.status == 200
+    assert redis_client.client_kill_filter(_type="normal", skipme=True) >= 1
+    await asyncio.sleep(0.1)
+    second = await client.post(path, json={"status": "linkage_started", "note": "队伍已出动"}, headers=auth["dave"])
+    assert second.status == 200, await second.text()
+    task = LinkageStore(redis_client).task(issued["id"], FUTIAN)
+    assert [a.status.value for a in task.acknowledgements] == ["received", "linkage_started"]
+
+
 async def test_an_answer_to_an_updated_alert_goes_to_the_carried_task(client, auth, issued, settings: Settings,
                                                                      redis_client: redis.Redis) -> None:
     update = await post(client, auth, "alice", issued["id"], "update", {"note": "extended"}, status=201)

@@ -43,12 +43,25 @@ async def test_an_error_reply_goes_to_its_caller_and_the_rest_stay_in_step(pipe:
 
 
 async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others(pipe: PipelinedRedis) -> None:
-    first = asyncio.ensure_future(pipe.execute("ECHO", "first"))
+    await pipe.execute("PING")  # connected: the commands below are sent, then the first caller gives up
+    busy = ("local function us() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end "
+            "local start = us() repeat until us() - start > 200000 return 'first'")  # Redis busy 0.2 s
+    first = asyncio.ensure_future(pipe.execute("EVAL", busy, 0))
     second = asyncio.ensure_future(pipe.execute("ECHO", "second"))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)  # both written; Redis still busy with the first
+    assert not first.done()
     first.cancel()
     assert await second == b"second"
     assert await pipe.execute("ECHO", "third") == b"third"
+
+
+async def test_a_dropped_connection_says_why(redis_url: str, redis_client: redis.Redis) -> None:
+    pipe = PipelinedRedis(redis_url, reply_timeout=0.2)
+    try:
+        with pytest.raises(ConnectionError, match=r"no reply from Redis within 0\.2s"):
+            await pipe.execute("BLPOP", "nothing-comes", 5)
+    finally:
+        await pipe.close()
 
 
 async def test_a_script_loads_itself_again_after_a_flush(pipe: PipelinedRedis, redis_client: redis.Redis) -> None:

@@ -29,7 +29,7 @@ from channels.smpp import (
 )
 from channels.sms import SmsAdapter, phone_problem
 from channels.sms_text import segments
-from ops.simulators.smpp import SmppSimulator
+from ops.simulators.smpp import SmppSimulator, _Connection
 from tests.conftest import sample_message
 
 
@@ -490,3 +490,35 @@ async def test_the_simulator_times_a_text_when_it_arrived_not_when_it_was_read()
     finally:
         client.join(5)
         await simulator.stop()
+
+
+async def test_a_connection_lets_several_tasks_wait_for_its_buffer_to_drain() -> None:
+    """The receipt pump and a session's reader may both wait for one connection's buffer to drain."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    connection = _Connection(ours)
+    try:
+        connection.write(b"x" * 1_000_000)  # more than the socket takes at once
+        assert connection.buffered() > 0
+        waiting = [asyncio.ensure_future(connection.drain()) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        assert not any(w.done() for w in waiting)
+        theirs.setblocking(False)
+        received = 0
+        for _ in range(2000):
+            try:
+                received += len(theirs.recv(1 << 20))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+            if received == 1_000_000:
+                break
+        await asyncio.wait_for(asyncio.gather(*waiting), 2)
+        assert received == 1_000_000 and connection.buffered() == 0
+        connection.write(b"y" * 1_000_000)
+        late = [asyncio.ensure_future(connection.drain()) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        connection.close()  # closing wakes whoever still waits
+        await asyncio.wait_for(asyncio.gather(*late), 2)
+    finally:
+        connection.close()
+        theirs.close()
