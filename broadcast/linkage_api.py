@@ -301,9 +301,7 @@ class Acknowledging:
         if seen.alert is None or seen.alert.state is State.UPDATED:
             return await asyncio.to_thread(self.by_api, user, alert_id, unit, status, note)
         self._check_api_user(user, unit, seen)
-        with self._lock:
-            mapped = self._officers_roster == seen.roster
-            officer = self._officers_of_users.get((user.name, unit))
+        mapped, officer = self._mapped_officer(user.name, unit, seen.roster)
         if not mapped:  # the first answer after a roster import maps its officers (~50 ms, once)
             officer = await asyncio.to_thread(self._officer_of_user, user.name, unit, seen.roster)
         # No further reads: an UPDATED alert (whose task may have been carried) went to by_api above.
@@ -327,11 +325,19 @@ class Acknowledging:
             raise Forbidden(f"{user.name} does not act for unit {unit}; officers acknowledge their own units only",
                             field="unit")
 
+    def _mapped_officer(self, user: str, unit: str, roster: bytes | None) -> tuple[bool, str | None]:
+        """Whether the officers of the roster imported at ``roster`` are mapped here, and if so the one
+        API user ``user`` is for ``unit``."""
+        with self._lock:
+            if self._officers_roster != roster:
+                return False, None
+            return True, self._officers_of_users.get((user, unit))
+
     def _officer_of_user(self, user: str, unit: str, roster: bytes | None) -> str | None:
         """The id of the officer of ``unit`` API user ``user`` is on the roster imported at ``roster``."""
-        with self._lock:
-            if self._officers_roster == roster:
-                return self._officers_of_users.get((user, unit))
+        mapped, officer = self._mapped_officer(user, unit, roster)
+        if mapped:
+            return officer
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hget(keys.ROSTER_META, "imported_at")
             pipe.hgetall(keys.ROSTER_UNITS)

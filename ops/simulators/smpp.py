@@ -170,8 +170,10 @@ class _Connection:
         return len(self._out)
 
     async def drain(self) -> None:
-        """Wait until what was written has gone to the socket (or the connection is closed); any
-        number of tasks may wait at once."""
+        """When over ``WRITE_HIGH_WATER`` is waiting to be written, wait until it has all gone to the
+        socket (or the connection is closed); any number of tasks may wait at once."""
+        if len(self._out) <= WRITE_HIGH_WATER:
+            return
         while self._out and not self._closing:
             waiter = self.loop.create_future()
             self._drains.append(waiter)
@@ -213,8 +215,7 @@ class _Session:
         self.flush()  # whatever was queued goes first: responses stay in order
         if not self.writer.is_closing():
             self.writer.write(pdu.encode())
-            if self.writer.buffered() > WRITE_HIGH_WATER:
-                await self.writer.drain()
+            await self.writer.drain()
 
     def queue(self, pdu: Pdu) -> None:
         """Answer later in one write with the others (see :meth:`flush`): a write per PDU is a system
@@ -223,8 +224,7 @@ class _Session:
 
     async def send_queued(self) -> None:
         self.flush()
-        if self.writer.buffered() > WRITE_HIGH_WATER:
-            await self.writer.drain()
+        await self.writer.drain()
 
     def flush(self) -> None:
         if self.outbox and not self.writer.is_closing():
@@ -359,8 +359,7 @@ class SmppSimulator:
                         open_ = False
                         break
                 session.flush()
-                if connection.buffered() > WRITE_HIGH_WATER:
-                    await connection.drain()
+                await connection.drain()
         except SmppProtocolError:
             pass
         finally:
