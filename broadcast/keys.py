@@ -189,6 +189,22 @@ def rate_aimd(account: str) -> str:
 RATE_AIMD_TTL_SECONDS = 600
 
 
+# Sorted sets of one provider account's emission window (broadcast.ratelimit.EmissionWindow); members
+# are "<ticket>:<tokens>". rate_sending: chunks admitted and not yet reported written, scored by the
+# admission time; rate_sent: chunks reported written, scored by when the report reached Redis (µs,
+# Redis clock), kept while they are inside the window. rate_tickets: the counter that numbers them.
+def rate_sending(account: str) -> str:
+    return f"{PREFIX}rate:{{{account}}}:sending"
+
+
+def rate_sent(account: str) -> str:
+    return f"{PREFIX}rate:{{{account}}}:sent"
+
+
+def rate_tickets(account: str) -> str:
+    return f"{PREFIX}rate:{{{account}}}:tickets"
+
+
 # Hash: unit code -> linkage task JSON (broadcast.linkage.Task) of one alert. Permanent, like
 # the alert record: it is the record of who confirmed their response and when.
 def linkage_tasks(alert_id: str) -> str:

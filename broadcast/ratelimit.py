@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio
 
 from broadcast import keys
+from broadcast.redis_pipelined import PipelinedRedis, RedisReplyError, Script
 
 # Lua helpers shared by the three scripts. Numbers are stored with %.17g: tostring() and Redis's own
 # number-to-argument conversion may keep only 14 significant digits, and a time in µs has 16.
@@ -423,3 +426,198 @@ class TokenBucket:
         """
         current = await self._client.hget(self._keys[1], "current")
         return self.rate if current is None else min(self.rate, float(current))
+
+
+# ---------------------------------------------------------------- the emission window
+#
+# The bucket decides when a chunk may go; the sender's process then has to wake up and write it,
+# and on a busy machine it wakes late by anything up to tens of milliseconds. A chunk woken late
+# goes out next to the chunks booked after it, so the busiest second *on the wire* can exceed the
+# bucket's rate + burst although every booking was exact. The emission window bounds what is
+# written, by counting each chunk from when it is admitted until one window after it was written:
+#
+# - ADMIT (at the moment of sending, after the bucket's booking): the chunks reported written
+#   within the last window plus the chunks admitted and not yet reported, plus this one, must not
+#   exceed the limit; else the sender is told how long until enough leaves the window.
+# - WRITTEN (right after the chunk's last byte was handed to the socket): the chunk now counts
+#   from that report's Redis time, which is never earlier than the write itself.
+#
+# Why this bounds the wire: take any window (t, t + w] and, of the chunks written in it, the one
+# admitted last, at A. If A > t, every other chunk of the window was admitted before A and written
+# after t >= A - w: at A it either had been reported (at a time in (A - w, A]) or was still
+# unreported, and ADMIT counted it either way. If A <= t, all of them were admitted by A and
+# written after it, so all were unreported at A and counted. Either way their sum is at most the
+# limit. A sender that never reports (killed between the two) has its chunk counted as written at
+# the moment it is found stale, then for one more window.
+
+# KEYS[1] sending (keys.rate_sending)  KEYS[2] sent (keys.rate_sent)  KEYS[3] tickets (keys.rate_tickets)
+# ARGV[1] limit: tokens per window   ARGV[2] n: tokens of this chunk (1..limit)
+# ARGV[3] window (µs)   ARGV[4] stale (µs): an unreported chunk older than this counts as written now
+# ARGV[5] retry (µs): wait when only unreported chunks could make room
+# Returns {1, ticket} when admitted, {0, µs to wait before asking again} when not.
+ADMIT_SCRIPT = (
+    _LUA_COMMON
+    + """
+local now = now_us()
+local limit, n, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local stale, retry = tonumber(ARGV[4]), tonumber(ARGV[5])
+local function tokens(member)
+    return tonumber(string.match(member, ':(%d+)$'))
+end
+local lost = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', num(now - stale))
+for _, member in ipairs(lost) do
+    redis.call('ZADD', KEYS[2], num(now), member)
+end
+if #lost > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', num(now - stale))
+end
+-- Written at or before now - window: outside every window that ends now or later.
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(now - window))
+local used = 0
+local sent = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = 1, #sent, 2 do
+    used = used + tokens(sent[i])
+end
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    used = used + tokens(member)
+end
+if used + n <= limit then
+    local ticket = redis.call('INCR', KEYS[3]) .. ':' .. n
+    redis.call('PEXPIRE', KEYS[3], 86400000)
+    redis.call('ZADD', KEYS[1], num(now), ticket)
+    redis.call('PEXPIRE', KEYS[1], math.ceil((stale + window) / 1000) + 1000)
+    return {1, ticket}
+end
+local excess = used + n - limit
+for i = 1, #sent, 2 do
+    excess = excess - tokens(sent[i])
+    if excess <= 0 then
+        return {0, math.max(1, math.ceil(tonumber(sent[i + 1]) + window - now))}
+    end
+end
+return {0, retry}
+"""
+)
+
+# KEYS[1] sending  KEYS[2] sent   ARGV[1] ticket   ARGV[2] window (µs)
+# Returns 1 when the ticket was unreported (now counted from this moment), 0 when it was not.
+WRITTEN_SCRIPT = (
+    _LUA_COMMON
+    + """
+local now = now_us()
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
+    return 0
+end
+redis.call('ZADD', KEYS[2], num(now), ARGV[1])
+redis.call('PEXPIRE', KEYS[2], math.ceil(tonumber(ARGV[2]) / 1000) + 1000)
+return 1
+"""
+)
+
+
+class EmissionWindow:
+    """The sliding window that bounds what one provider account's senders put on the wire.
+
+    ``limit`` tokens at most are written within any ``window`` seconds, by every sender together,
+    however late their processes wake (see the proof above ADMIT_SCRIPT). Senders call
+    :meth:`admit` at the moment of sending (after the :class:`TokenBucket` booking, which keeps the
+    long-run rate) and :meth:`report` as soon as the chunk has left for the provider.
+
+    Args:
+        client: The event loop's pipelined Redis connection (a report goes out in the very callback
+            that calls :meth:`report`, right behind the bytes it reports).
+        account: The provider account, as for :class:`TokenBucket`.
+        limit: Tokens per window; a chunk may not exceed it.
+        window: Seconds.
+        stale: Seconds after which an admitted chunk not reported written counts as written (its
+            sender was killed or stopped); until then it holds its place in the window.
+        retry: Seconds to wait when only unreported chunks stand in the way.
+
+    Raises:
+        ValueError: A parameter is out of range.
+    """
+
+    def __init__(self, client: PipelinedRedis, account: str, limit: int, *, window: float = 1.0,
+                 stale: float = 5.0, retry: float = 0.001) -> None:
+        if not account or "{" in account or "}" in account:
+            raise ValueError(f"account must be a non-empty name without braces, not {account!r}")
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be an integer of at least 1, not {limit!r}")
+        for name, value in (("window", window), ("stale", stale), ("retry", retry)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        self.account = account
+        self.limit = limit
+        self.window = float(window)
+        self.stale = float(stale)
+        self.retry = float(retry)
+        self._keys = [keys.rate_sending(account), keys.rate_sent(account), keys.rate_tickets(account)]
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"EmissionWindow({self.account!r}, limit={self.limit}, window={self.window})"
+
+    async def try_admit(self, n: int) -> tuple[str | None, float]:
+        """Admit a chunk of ``n`` tokens now if the window has room.
+
+        Returns:
+            ``(ticket, 0.0)`` when admitted (report it with :meth:`report`), else ``(None, seconds
+            to wait before asking again)``.
+
+        Raises:
+            ValueError: ``n`` is not within 1..limit.
+            redis.RedisError: Redis could not be asked.
+        """
+        if not isinstance(n, int) or not 1 <= n <= self.limit:
+            raise ValueError(f"n must be an integer within 1..{self.limit}, not {n!r}")
+        args = [self.limit, n, round(self.window * 1e6), round(self.stale * 1e6), round(self.retry * 1e6)]
+        admitted, value = await self._client.evalsha(_ADMIT, self._keys, args)
+        if int(admitted):
+            return (value.decode() if isinstance(value, bytes) else str(value)), 0.0
+        return None, int(value) / 1e6
+
+    async def admit(self, n: int) -> str:
+        """Wait until a chunk of ``n`` tokens may be written, and admit it.
+
+        Returns:
+            The chunk's ticket, for :meth:`report`.
+
+        Raises:
+            ValueError: ``n`` is not within 1..limit.
+            redis.RedisError: Redis could not be asked.
+        """
+        while True:
+            ticket, wait = await self.try_admit(n)
+            if ticket is not None:
+                return ticket
+            await asyncio.sleep(wait)
+
+    def report(self, ticket: str) -> Awaitable[bool]:
+        """Report the chunk ``ticket`` written: it counts from now until one window later.
+
+        The report is written to Redis at once, in the caller's callback: call it right after the
+        chunk's last byte left, since until Redis has it the chunk holds its place (up to ``stale``).
+        Reporting twice does nothing more.
+
+        Returns:
+            What to await for whether the ticket was still waiting for its report.
+
+        Raises (when awaited):
+            ConnectionError, RedisReplyError: Redis could not be told.
+        """
+        args = [ticket, round(self.window * 1e6)]
+        sent = self._client.send_now("EVALSHA", _WRITTEN.sha, 2, *self._keys[:2], *args)
+        return self._reported(sent, args)
+
+    async def _reported(self, sent: asyncio.Future[Any] | None, args: list[Any]) -> bool:
+        if sent is not None:
+            try:
+                return bool(int(await sent))
+            except RedisReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+        return bool(int(await self._client.evalsha(_WRITTEN, self._keys[:2], args)))
+
+
+_ADMIT = Script.of(ADMIT_SCRIPT)
+_WRITTEN = Script.of(WRITTEN_SCRIPT)

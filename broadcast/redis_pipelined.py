@@ -134,6 +134,18 @@ class PipelinedRedis:
         protocol.send(hiredis.pack_command(args), future, loop.time())
         return await future
 
+    def send_now(self, *args: str | bytes | int | float) -> asyncio.Future[Any] | None:
+        """Write one command at once, within the caller's callback (``execute`` writes at the end of
+        the loop's turn); the future of its reply. None when not connected: use ``execute``."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            return None
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        protocol.send(hiredis.pack_command(args), future, loop.time())
+        protocol.flush()
+        return future
+
     async def evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """Run ``script`` with ``keys`` and ``args``; loads it when Redis does not know it yet."""
         try:

@@ -8,7 +8,8 @@ A batch job (one RQ job = one batch of up to ~1,000 recipients) runs one asyncio
    skipped: a batch re-run after its worker died sends only what was not finished.
 3. The rest are sent in chunks, each chunk at the moment booked for it in the
    channel's global token bucket (:mod:`broadcast.ratelimit`), so every worker on every
-   machine together holds the configured rate.
+   machine together holds the configured rate; then through the account's emission window,
+   which bounds what is written in any one second however late a worker woke for its moment.
 4. Accepted -> ``sent``; permanent -> ``failed`` with the reason; suppressed (a partner's
    filters) -> ``suppressed``; throttled -> the bucket backs off and the recipients are
    retried (never counted as failed); transient -> retried with exponential backoff and
@@ -26,12 +27,14 @@ import asyncio
 import atexit
 import contextlib
 import json
+import logging
+import math
 import os
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -43,8 +46,9 @@ import uvloop
 from broadcast import accounting, keys
 from broadcast.errors import TransientDeliveryError
 from broadcast.fanout import Batch, subscriber_recipient
-from broadcast.ratelimit import TokenBucket
+from broadcast.ratelimit import EmissionWindow, TokenBucket
 from broadcast.records import AlertRecord, State
+from broadcast.redis_pipelined import PipelinedRedis
 from broadcast.render import build_message
 from broadcast.settings import Settings
 from broadcast.signals import Signal
@@ -52,6 +56,8 @@ from channels.base import ChannelContext, DeliveryStatus, Message, Recipient, ad
 from geotarget.registry import Targets
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,6 +89,8 @@ class ChannelPool:
         self._context: ChannelContext | None = None
         self._adapters: dict[str, Any] = {}
         self._buckets: dict[str, TokenBucket] = {}
+        self._windows: dict[str, EmissionWindow] = {}
+        self._pipelined: PipelinedRedis | None = None  # the emission windows' connection
 
     async def context(self) -> ChannelContext:
         if self._context is None:
@@ -111,13 +119,29 @@ class ChannelPool:
             account = channel_option(self.settings, channel, "account", "default")
             context = await self.context()
             assert context.redis is not None
-            self._buckets[channel] = TokenBucket(context.redis, f"{channel}:{account}", rate,
-                                                 chunk=min(self.settings.sender_chunk, max(1, int(rate))))
+            chunk = min(self.settings.sender_chunk, max(1, int(rate)))
+            self._buckets[channel] = TokenBucket(
+                context.redis, f"{channel}:{account}", rate, chunk=chunk,
+                burst=max(chunk, math.floor(rate * self.settings.sender_catch_up_seconds)))
         return self._buckets[channel]
+
+    async def window(self, channel: str) -> EmissionWindow:
+        """The account's emission window: at most its rate + one chunk written in any second."""
+        if channel not in self._windows:
+            bucket = await self.bucket(channel)
+            if self._pipelined is None:
+                self._pipelined = PipelinedRedis(self.settings.effective_redis_url)
+            self._windows[channel] = EmissionWindow(self._pipelined, bucket.account,
+                                                    max(1, math.floor(bucket.rate)) + bucket.chunk)
+        return self._windows[channel]
 
     async def aclose(self) -> None:
         for channel in list(self._adapters):
             await self.drop_adapter(channel)
+        if self._pipelined is not None:
+            await self._pipelined.close()
+            self._pipelined = None
+            self._windows.clear()
         if self._context is not None:
             await self._context.http.close()
             if self._context.redis is not None:
@@ -195,17 +219,19 @@ async def run_batch(batch: Batch, record: AlertRecord, *, signal: Signal | None,
                             timezone=settings.timezone, cap_xml=cap_xml)
     adapter = await pool.adapter(batch.channel)
     bucket = await pool.bucket(batch.channel)
+    window = await pool.window(batch.channel)
     context = await pool.context()
     assert context.redis is not None
     try:
-        await _send_all(adapter, bucket, message, deque(todo), batch, report, settings, client, context.redis)
+        await _send_all(adapter, Pacing(bucket, window), message, deque(todo), batch, report, settings, client,
+                        context.redis)
     except Exception:
         await pool.drop_adapter(batch.channel)  # the next batch opens a fresh one
         raise
     return report
 
 
-async def _send_all(adapter, bucket: TokenBucket, message: Message, queue: deque[Recipient],  # type: ignore[no-untyped-def]
+async def _send_all(adapter, pacing: Pacing, message: Message, queue: deque[Recipient],  # type: ignore[no-untyped-def]
                     batch: Batch, report: BatchReport, settings: Settings, client: redis.Redis,
                     async_redis: redis.asyncio.Redis) -> None:
     """Send everything in ``queue`` over a few lanes, each one chunk at a time.
@@ -226,29 +252,28 @@ async def _send_all(adapter, bucket: TokenBucket, message: Message, queue: deque
                 continue
             busy += 1
             try:
-                await _send_chunk(adapter, bucket, message, queue, batch, report, settings, client, async_redis)
+                await _send_chunk(adapter, pacing, message, queue, batch, report, settings, client, async_redis)
             finally:
                 busy -= 1
 
     await asyncio.gather(*(lane() for _ in range(lanes)))
 
 
-async def _send_chunk(adapter, bucket: TokenBucket, message: Message, queue: deque[Recipient],  # type: ignore[no-untyped-def]
+async def _send_chunk(adapter, pacing: Pacing, message: Message, queue: deque[Recipient],  # type: ignore[no-untyped-def]
                       batch: Batch, report: BatchReport, settings: Settings, client: redis.Redis,
                       async_redis: redis.asyncio.Redis) -> None:
     ttl = settings.dedupe_ttl_seconds
     reason = ""
-    # A whole chunk of tokens, booked ahead, then the chunk at its moment: few Redis round trips,
-    # and no message leaves before the bucket allows it.
+    bucket = pacing.bucket
     if adapter.capabilities.single_request:  # one request for them all, one token
         part = list(queue)
         queue.clear()
-        await bucket.take(1)
+        tokens = 1
     else:
         part = [queue.popleft() for _ in range(min(bucket.chunk, len(queue)))]
-        await bucket.take(len(part))
+        tokens = len(part)
     try:
-        results = await adapter.send(message, part)
+        results = await pacing.send(adapter, message, part, tokens)
     except TransientDeliveryError as err:  # the whole channel is down: back off, try the part again
         results = None
         reason = err.message
@@ -299,6 +324,62 @@ async def _send_chunk(adapter, bucket: TokenBucket, message: Message, queue: deq
         worst = max(report.attempts.get(r.id, 1) for r in retry)
         await asyncio.sleep(min(settings.retry_backoff_max_seconds,
                                 settings.retry_backoff_seconds * 2 ** (worst - 1)) * (0.5 + random.random()))
+
+
+@dataclass
+class Pacing:
+    """When a chunk may go: the account's token bucket (the rate) and emission window (the busiest second)."""
+
+    bucket: TokenBucket
+    window: EmissionWindow
+
+    async def send(self, adapter: Any, message: Message, part: list[Recipient], tokens: int) -> list[Any]:
+        """Send ``part`` (worth ``tokens``) through ``adapter`` at its moment.
+
+        An adapter that takes an :class:`~channels.base.Emission` prepares the chunk before the
+        moment and says when it has left; for the others the moment comes first and the chunk counts
+        as written when the send returns.
+        """
+        emission = ChunkEmission(self, tokens)
+        try:
+            if adapter.capabilities.takes_emission:
+                return list(await adapter.send(message, part, emission=emission))
+            await emission.ready()
+            return list(await adapter.send(message, part))
+        finally:
+            await emission.close()
+
+
+class ChunkEmission:
+    """The moment of one chunk (see channels.base.Emission): its tokens are booked ahead in the
+    bucket (few Redis round trips, and no message leaves before the bucket allows it); at that
+    moment the window admits it, and it is reported written when the adapter says so."""
+
+    def __init__(self, pacing: Pacing, tokens: int) -> None:
+        self.pacing = pacing
+        self.tokens = tokens
+        self.ticket: str | None = None
+        self._report: Awaitable[bool] | None = None
+
+    async def ready(self) -> None:
+        if self.ticket is not None:
+            raise RuntimeError("a chunk has one moment")
+        await self.pacing.bucket.take(self.tokens)
+        self.ticket = await self.pacing.window.admit(self.tokens)
+
+    def written(self) -> None:
+        if self.ticket is not None and self._report is None:
+            self._report = self.pacing.window.report(self.ticket)  # leaves now, right behind the chunk
+
+    async def close(self) -> None:
+        """Report the chunk written if the adapter did not (it has returned, so nothing more leaves)."""
+        self.written()
+        if self._report is None:
+            return
+        try:
+            await self._report
+        except Exception as exc:  # what was sent is recorded all the same; the ticket goes stale
+            log.warning("could not report a chunk of %s written: %s", self.pacing.window.account, exc)
 
 
 def _log_dead(client: redis.Redis, batch: Batch, why: str, failures: list[tuple[str, str]]) -> None:

@@ -61,9 +61,12 @@ class Settings:
     batch_size: int = 1000  # recipients per RQ job (at most the channel's max_batch)
     lookahead_seconds: float = 10.0  # seconds of sending queued ahead per channel
     sender_lanes: int = 6  # chunks of one batch in flight at once (keeps a provider connection busy)
-    # Tokens (recipients) a sender books from its account's bucket at once; also the bucket's burst,
-    # so the busiest second of an account is at most rate + sender_chunk.
+    # Tokens (recipients) a sender books from its account's bucket at once. An account's emission
+    # window holds what is written in any second to its rate + sender_chunk.
     sender_chunk: int = 50
+    # Seconds of an account's rate its senders may catch up at once after falling behind (a slow
+    # spell on a busy machine): the bucket's burst. The emission window still holds every second.
+    sender_catch_up_seconds: float = 0.1
     batch_timeout_seconds: int = 120  # a batch's RQ timeout (a dead worker's batch re-runs ~60 s after it)
     max_send_attempts: int = 5  # transient failures of one recipient before it counts as failed
     retry_backoff_seconds: float = 0.5
@@ -129,6 +132,8 @@ class Settings:
                      "max_send_attempts", "dedupe_ttl_seconds"):
             if getattr(self, name) <= 0:
                 raise InvalidInput("must be positive", field=name)
+        if not (0.0 <= self.sender_catch_up_seconds <= 10.0):
+            raise InvalidInput("must be between 0 and 10 seconds", field="sender_catch_up_seconds")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):

@@ -50,6 +50,10 @@ class Capabilities:
     # One request must carry every recipient of the alert (a CBC message names all its cells and
     # cannot be repeated under the same id): never split into batches or chunks; costs one token.
     single_request: bool = False
+    # send() takes ``emission`` (an :class:`Emission`): the adapter prepares the batch, waits for
+    # its moment, writes it and says when it has left, so that the moment is not spent preparing
+    # and the batch counts against the rate from its write rather than from send()'s return.
+    takes_emission: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch <= 0:
@@ -128,6 +132,23 @@ class DeliveryResult:
     @classmethod
     def throttled(cls, recipient: Recipient, error: str, retry_after: float | None = None) -> DeliveryResult:
         return cls(recipient.id, DeliveryStatus.THROTTLED, error=error, retry_after=retry_after)
+
+
+class Emission(Protocol):
+    """The moment a batch may be written, handed to adapters that declare ``takes_emission``.
+
+    The sender's rate control stands behind it (the account's token bucket and emission window,
+    broadcast.ratelimit): call :meth:`ready` once the batch is prepared, write nothing before it
+    returns, and call :meth:`written` as soon as everything has left for the provider.
+    """
+
+    async def ready(self) -> None:
+        """Wait until the batch may be written (at most once per batch)."""
+        ...
+
+    def written(self) -> None:
+        """Everything of the batch has left this host for the provider (before its answers)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

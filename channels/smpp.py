@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import inspect
 import itertools
@@ -57,6 +58,8 @@ from channels import sms_text
 from channels.base import (
     ChannelContext,
     DeliveryResult,
+    DeliveryStatus,
+    Emission,
     Recipient,
     channel_option,
     simulator_port,
@@ -509,6 +512,19 @@ def format_receipt(message_id: str, stat: str, error_code: int, submit_date: str
 
 DeliverHandler = Callable[[ShortMessage], Awaitable[None]]
 
+SIOCOUTQNSD = 0x894B  # Linux: bytes in a TCP socket's send queue not yet sent
+
+
+def _unsent(writer: asyncio.StreamWriter) -> int:
+    """Bytes the kernel holds for ``writer``'s socket and has not sent yet (0 where it cannot tell)."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
 
 class SmppClient:
     """One SMPP 3.4 session to an SMSC: bind, windowed requests, keepalive, unbind.
@@ -594,6 +610,41 @@ class SmppClient:
             raise ConnectionError("not bound")
         return await self._request(Command.SUBMIT_SM, body, windowed=True)
 
+    async def submit_all(self, bodies: Sequence[bytes]) -> list[asyncio.Future[Pdu]]:
+        """Send one submit_sm per body, in order, as fast as the window allows, without waiting for
+        the answers; returns when every one has been handed to the connection.
+
+        Returns:
+            Each PDU's answer to come (submit_sm_resp or generic_nack; ConnectionError when the
+            connection is lost first, TimeoutError when none came within ``response_timeout``).
+
+        Raises:
+            ConnectionError: not bound, or the connection closed while waiting for the window.
+        """
+        if not self._bound:
+            raise ConnectionError("not bound")
+        answers = []
+        for body in bodies:
+            await self._window.acquire()
+            try:
+                answer = self._issue(Command.SUBMIT_SM, body)
+            except BaseException:
+                self._window.release()
+                raise
+            answer.add_done_callback(lambda _: self._window.release())
+            answers.append(answer)
+        self._flush()
+        return answers
+
+    async def written(self) -> None:
+        """Return once everything sent so far has left this host: out of this process's buffer, and
+        out of the kernel's send queue (a slow SMSC's full receive window keeps bytes there)."""
+        while self._writer is not None and not self._writer.is_closing():
+            self._flush()
+            if not self._writer.transport.get_write_buffer_size() and not _unsent(self._writer):
+                return
+            await asyncio.sleep(0.001)
+
     async def _request(self, command: int, body: bytes, *, windowed: bool) -> Pdu:
         if windowed:
             async with self._window:
@@ -601,26 +652,33 @@ class SmppClient:
         return await self._exchange(command, body)
 
     async def _exchange(self, command: int, body: bytes) -> Pdu:
+        answer = self._issue(command, body)
+        writer = self._writer
+        if writer is not None and writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            await writer.drain()
+        return await answer
+
+    def _issue(self, command: int, body: bytes) -> asyncio.Future[Pdu]:
+        """Queue one request; the future of its answer, forgotten here once it is settled."""
         writer = self._writer
         if writer is None or writer.is_closing():
             raise ConnectionError("connection closed")
         sequence = self._next_sequence()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Pdu] = loop.create_future()
-        self._pending[sequence] = future
+        answer: asyncio.Future[Pdu] = loop.create_future()
+        self._pending[sequence] = answer
         # The sweeper fails it when no answer came in time: cheaper than asyncio.wait_for (a task per
         # PDU) or a timer each.
         self._deadlines[sequence] = loop.time() + self.response_timeout
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.create_task(self._sweep(), name=f"smpp-timeouts-{self.host}:{self.port}")
-        try:
-            self._queue(HEADER.pack(HEADER.size + len(body), command, 0, sequence) + body)
-            if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-                await writer.drain()
-            return await future
-        finally:
-            self._pending.pop(sequence, None)
-            self._deadlines.pop(sequence, None)
+        answer.add_done_callback(lambda _: self._forget(sequence))
+        self._queue(HEADER.pack(HEADER.size + len(body), command, 0, sequence) + body)
+        return answer
+
+    def _forget(self, sequence: int) -> None:
+        self._pending.pop(sequence, None)
+        self._deadlines.pop(sequence, None)
 
     async def _sweep(self) -> None:
         """Fail requests unanswered past their deadline (checked a few times per response_timeout)."""
@@ -898,8 +956,16 @@ class SmppProvider:
             self._client = client
             return client
 
-    async def send_texts(self, items: Sequence[tuple[Recipient, str]]) -> list[DeliveryResult]:
-        """Submit each text (concatenated parts if long), up to ``window`` PDUs in flight.
+    async def send_texts(self, items: Sequence[tuple[Recipient, str]],
+                         emission: Emission | None = None) -> list[DeliveryResult]:
+        """Submit every part of every text at once (as the window allows), then collect the answers.
+
+        Everything is encoded first; with ``emission``, the PDUs are written when ``emission.ready()``
+        returns and ``emission.written()`` is called as soon as the last of them has left this host
+        (out of the kernel's send queue too), before the answers. All parts leaving together puts a
+        text on the wire at its moment, not a few SMSC round trips later. A refused part of a text
+        whose other parts were accepted is sent again under the text's reference, so that the
+        handset puts the text together once.
 
         Returns:
             One result per item; ``provider_ref`` is the SMSC message_id of the last part (the one
@@ -908,69 +974,101 @@ class SmppProvider:
         Raises:
             TransientDeliveryError: the SMSC cannot be reached or refuses the bind.
         """
-        if not items:
-            return []
-        client = await self._session()
         results: list[DeliveryResult | None] = [None] * len(items)
-        todo = iter(enumerate(items))
-
-        async def sender() -> None:
-            # ``window`` senders share the items: as many PDUs in flight as the window allows,
-            # without a task per recipient.
-            for index, (recipient, text) in todo:
-                results[index] = await self._send_one(client, recipient, text)
-
-        await asyncio.gather(*(sender() for _ in range(min(self.config.window, len(items)))))
+        texts: list[tuple[int, list[bytes]]] = []  # (item index, each part's submit_sm body)
+        for index, (recipient, text) in enumerate(items):
+            try:
+                parts = build_parts(text, next(self._reference))
+            except ValueError as exc:
+                results[index] = DeliveryResult.permanent(recipient, str(exc))
+                continue
+            head = self._head + cstring(smpp_destination(recipient.address), 21)
+            # One delivery receipt per text, on its last part: a receipt per part triples the SMSC's
+            # return traffic and what we store, and the last part arriving is what matters. Each body
+            # is that of ShortMessage(source, destination, payload, data_coding, esm_class,
+            # registered_delivery).encode(), put together from the parts that stay the same.
+            texts.append((index, [head + bytes((esm_class, 0, 0, 0, 0, 1 if number == len(parts) else 0, 0,
+                                                data_coding, 0, len(payload))) + payload
+                                  for number, (data_coding, esm_class, payload) in enumerate(parts, start=1)]))
+        if texts:
+            client = await self._session()
+            if emission is not None:
+                await emission.ready()
+            try:
+                answers = await client.submit_all([body for _, bodies in texts for body in bodies])
+            except ConnectionError as exc:
+                for index, _ in texts:
+                    results[index] = DeliveryResult.transient(items[index][0], str(exc))
+                answers = []
+            else:
+                await client.written()
+            if emission is not None:
+                emission.written()
+            if answers:
+                await asyncio.wait(answers)
+                position = 0
+                finishing = []
+                for index, bodies in texts:
+                    mine = answers[position:position + len(bodies)]
+                    position += len(bodies)
+                    finishing.append(self._finish(client, index, items[index][0], bodies, mine, results))
+                await asyncio.gather(*finishing)
+        for result in results:
+            if result is not None and result.status is DeliveryStatus.ACCEPTED:
+                self._receipts_expected += 1
         return [r for r in results if r is not None]
 
-    async def _send_one(self, client: SmppClient, recipient: Recipient, text: str) -> DeliveryResult:
-        try:
-            parts = build_parts(text, next(self._reference))
-        except ValueError as exc:
-            return DeliveryResult.permanent(recipient, str(exc))
+    async def _finish(self, client: SmppClient, index: int, recipient: Recipient, bodies: list[bytes],
+                      answers: list[asyncio.Future[Pdu]], results: list[DeliveryResult | None]) -> None:
+        """One text's result from its parts' answers, after sending refused parts again if need be."""
         c = self.config
-        ids: list[str] = []
-        head = self._head + cstring(smpp_destination(recipient.address), 21)
-        for index, (data_coding, esm_class, payload) in enumerate(parts):
-            # One delivery receipt per text, on its last part: a receipt per part triples the SMSC's
-            # return traffic and what we store, and the last part arriving is what matters.
-            last = index == len(parts) - 1
-            # The body of ShortMessage(source, destination, payload, data_coding, esm_class,
-            # registered_delivery).encode(), put together from the parts that stay the same.
-            body = head + bytes((esm_class, 0, 0, 0, 0, 1 if last else 0, 0, data_coding, 0, len(payload))) + payload
+        total = len(bodies)
+        outcome: list[Pdu | BaseException] = [a.exception() or a.result() for a in answers]
+        accepted = sum(1 for o in outcome if isinstance(o, Pdu) and o.command_status == Status.ESME_ROK)
+        for number, body in enumerate(bodies, start=1):
+            answer = outcome[number - 1]
+            if isinstance(answer, Pdu) and answer.command_status == Status.ESME_ROK:
+                continue
+            # Once a part is on the handset's way, the rest must follow under the same reference:
+            # sending the whole text again would show those parts twice. So a refused part of a text
+            # with accepted parts is sent again here, a few times, before the text is given up.
             retries = 0
-            while True:
+            while (accepted and isinstance(answer, Pdu) and answer.command_status != Status.ESME_ROK
+                   and answer.command_status not in PERMANENT_STATUSES and retries < PART_RETRIES):
+                retries += 1
+                throttled = answer.command_status in THROTTLE_STATUSES
+                await asyncio.sleep(c.throttle_retry_after if throttled else 0.2 * retries)
                 try:
-                    response = await client.submit_body(body)
-                except TimeoutError:
-                    return DeliveryResult.transient(recipient, f"no submit_sm_resp within {c.response_timeout}s")
-                except ConnectionError as exc:
-                    return DeliveryResult.transient(recipient, str(exc))
-                status = response.command_status
-                # Once a part is on the handset's way, the rest must follow under the same reference:
-                # retrying the whole text would show the first parts twice. So a later part that is
-                # throttled or hits a passing error is retried here, a few times, before giving up.
-                if (status != Status.ESME_ROK and ids and retries < PART_RETRIES
-                        and status not in PERMANENT_STATUSES):
-                    retries += 1
-                    await asyncio.sleep(c.throttle_retry_after if status in THROTTLE_STATUSES else 0.2 * retries)
-                    continue
-                break
-            if status != Status.ESME_ROK:
-                # The first part failed (nothing sent: the caller may retry the whole text), or a later
-                # part failed for good after its retries.
+                    answer = await client.submit_body(body)
+                except (ConnectionError, TimeoutError) as exc:
+                    answer = exc
+                outcome[number - 1] = answer
+            if isinstance(answer, TimeoutError):
+                results[index] = DeliveryResult.transient(recipient, f"no submit_sm_resp within {c.response_timeout}s")
+                return
+            if isinstance(answer, BaseException):
+                results[index] = DeliveryResult.transient(recipient, str(answer) or type(answer).__name__)
+                return
+            if answer.command_status != Status.ESME_ROK:
+                # No part was accepted (nothing reached the handset: the caller may send the whole text
+                # again), or this part was refused for good after its retries.
+                status = answer.command_status
                 error = f"submit_sm refused: {status_name(status)}"
-                if len(parts) > 1:
-                    error += f" (part {len(ids) + 1} of {len(parts)})"
+                if total > 1:
+                    error += f" (part {number} of {total})"
                 if status in THROTTLE_STATUSES:
-                    return DeliveryResult.throttled(recipient, error, retry_after=c.throttle_retry_after)
-                if status in PERMANENT_STATUSES:
-                    return DeliveryResult.permanent(recipient, error)
-                return DeliveryResult.transient(recipient, error)
-            ids.append(BodyReader(response.body).cstring() if response.body else "")
+                    results[index] = DeliveryResult.throttled(recipient, error, retry_after=c.throttle_retry_after)
+                elif status in PERMANENT_STATUSES:
+                    results[index] = DeliveryResult.permanent(recipient, error)
+                else:
+                    results[index] = DeliveryResult.transient(recipient, error)
+                return
+            accepted += 1
         # The receipt (requested on the last part) carries the last part's message id.
-        self._receipts_expected += 1
-        return DeliveryResult.accepted(recipient, provider_ref=ids[-1] or None)
+        last = outcome[-1]
+        assert isinstance(last, Pdu)
+        results[index] = DeliveryResult.accepted(recipient, provider_ref=(BodyReader(last.body).cstring()
+                                                                          if last.body else "") or None)
 
     async def _on_deliver(self, message: ShortMessage) -> None:
         receipt = parse_receipt(message)

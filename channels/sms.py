@@ -24,6 +24,7 @@ from channels.base import (
     Capabilities,
     ChannelContext,
     DeliveryResult,
+    Emission,
     Message,
     Recipient,
     channel_option,
@@ -39,8 +40,12 @@ _CN_MOBILE = re.compile(r"861[3-9][0-9]{9}")
 class SmsProvider(Protocol):
     """What every SMS provider implements (SMPP, Twilio...)."""
 
-    async def send_texts(self, items: Sequence[tuple[Recipient, str]]) -> list[DeliveryResult]:
+    async def send_texts(self, items: Sequence[tuple[Recipient, str]],
+                         emission: Emission | None = None) -> list[DeliveryResult]:
         """One result per (recipient, text), in input order; addresses are already checked.
+
+        With ``emission``, nothing is sent before ``emission.ready()`` returns, and
+        ``emission.written()`` is called when everything has left, if the provider can tell.
 
         Raises:
             TransientDeliveryError: the provider is unreachable or refuses the account.
@@ -94,14 +99,15 @@ def make_provider(context: ChannelContext, config: SmsConfig) -> SmsProvider:
 class SmsAdapter:
     name = "sms"
     capabilities = Capabilities(max_batch=1000, max_length=None, segment_rule="sms", rate_per_second=5000,
-                                supports_receipts=True, supports_ack=False)
+                                supports_receipts=True, supports_ack=False, takes_emission=True)
 
     def __init__(self, context: ChannelContext, provider: SmsProvider | None = None) -> None:
         self.config = SmsConfig.from_settings(context.settings)
         self.provider = provider or make_provider(context, self.config)
 
-    async def send(self, message: Message, batch: Sequence[Recipient]) -> list[DeliveryResult]:
-        """Text each recipient in their language.
+    async def send(self, message: Message, batch: Sequence[Recipient],
+                   emission: Emission | None = None) -> list[DeliveryResult]:
+        """Text each recipient in their language (``emission``: see SmsProvider.send_texts).
 
         Returns:
             One result per recipient, in input order (a bad number is ``permanent``, not sent).
@@ -123,7 +129,7 @@ class SmsAdapter:
             to_send.append((recipient, body))
             positions.append(index)
         if to_send:
-            sent = await self.provider.send_texts(to_send)
+            sent = await self.provider.send_texts(to_send, emission)
             if len(sent) != len(to_send):
                 raise RuntimeError(f"SMS provider returned {len(sent)} results for {len(to_send)} texts")
             for index, result in zip(positions, sent, strict=True):

@@ -43,7 +43,7 @@ from twilio.rest import Client
 
 from broadcast.errors import InvalidInput, TransientDeliveryError
 from broadcast.settings import Settings
-from channels.base import ChannelContext, DeliveryResult, Recipient, channel_option, simulator_url
+from channels.base import ChannelContext, DeliveryResult, Emission, Recipient, channel_option, simulator_url
 
 # Demo credentials: the simulator (ops/simulators/twilio.py) accepts exactly these.
 DEMO_ACCOUNT_SID = "AC5a3d0f1e2b4c6a8d9e7f1a2b3c4d5e6f"
@@ -273,11 +273,14 @@ class TwilioSmsProvider:
         self._client = make_client(self.config, context.http)
         self._in_flight = asyncio.Semaphore(self.config.concurrency)  # for every send of this provider
 
-    async def send_texts(self, items: Sequence[tuple[Recipient, str]]) -> list[DeliveryResult]:
+    async def send_texts(self, items: Sequence[tuple[Recipient, str]],
+                         emission: Emission | None = None) -> list[DeliveryResult]:
         """Send each recipient its text; one result per item, in input order.
 
         Args:
             items: (recipient, the full text for that recipient); Twilio concatenates long texts.
+            emission: The moment to start the requests. Not told when they have left (a request per
+                text leaves when the client's pool lets it): the caller counts them from the return.
 
         Returns:
             ``accepted`` with the Message SID as provider_ref, or why not.
@@ -289,6 +292,8 @@ class TwilioSmsProvider:
         for recipient, text in items:
             problem = check_phone(recipient.address) or (None if text.strip() else "empty text")
             jobs.append((recipient, problem or self._create(recipient.address, text)))
+        if emission is not None:
+            await emission.ready()
         return await create_all(jobs, self._in_flight, self.endpoint())
 
     def _create(self, to: str, body: str) -> Callable[[], Awaitable[Any]]:

@@ -48,8 +48,10 @@ import redis  # noqa: E402
 import rq  # noqa: E402
 
 from broadcast.redis_server import RedisServerConfig, free_port, start_redis, stop_redis  # noqa: E402
+from perf.wire_capture import WireCapture  # noqa: E402
 
 CITY = ["440304", "440303", "440305", "440308", "440306", "440307", "440309", "440310", "440311", "440399"]
+SMPP_OFFSET = 2
 SMPP_INSPECT_OFFSET = 12
 TWILIO_OFFSET = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -134,6 +136,19 @@ def child_pids(parents: set[int]) -> list[int]:
     return found
 
 
+def tcp_counters() -> dict[str, int]:
+    """The kernel's TCP retransmission counters (Linux), to tell real losses from tail-loss probes."""
+    counters: dict[str, int] = {}
+    for path, prefix, wanted in (("/proc/net/snmp", "Tcp:", ("RetransSegs",)),
+                                 ("/proc/net/netstat", "TcpExt:", ("TCPLossProbes", "TCPSpuriousRTOs",
+                                                                   "TCPDSACKRecv", "TCPBacklogDrop"))):
+        with contextlib.suppress(OSError):
+            lines = [line.split() for line in Path(path).read_text().splitlines() if line.startswith(prefix)]
+            for names, values in zip(lines[::2], lines[1::2], strict=False):
+                counters.update({n: int(v) for n, v in zip(names[1:], values[1:], strict=False) if n in wanted})
+    return counters
+
+
 def sliding_max(times: list[float], window: float = 1.0) -> int:
     best, j = 0, 0
     for i, t in enumerate(times):
@@ -212,8 +227,8 @@ class Stack:
         return subprocess.run([str(ROOT / ".venv/bin/broadcast"), *argv], env=self.env, cwd=ROOT, check=True,
                               capture_output=True, text=True).stdout.strip()
 
-    def start_processes(self, workers: int, worker_nice: int = 0) -> None:
-        self.spawn("sim", "sim")
+    def start_processes(self, workers: int, worker_nice: int = 0, sim_nice: int = 0) -> None:
+        self.spawn("sim", "sim", nice=sim_nice)
         self.spawn("api", "serve")
         for i in range(workers):
             extra = [] if i == 0 else ["--no-scheduler"]
@@ -360,12 +375,14 @@ def run_once(args: argparse.Namespace) -> dict:
                     "batch_size": args.batch_size, "channel_options": [f"sms.provider={args.provider}", *args.option]}
     if args.tag:
         result["tag"] = args.tag
+    capture: WireCapture | None = None
+    wire_texts: list[tuple[float, str]] = []
     try:
         stack.start_redis()
         result["generate_publish_s"] = round(publish_subscribers(stack, args.recipients), 2)
         forecaster = stack.cli("user", "add", "bench-forecaster", "--role", "forecaster")
         approver = stack.cli("user", "add", "bench-approver", "--role", "approver")
-        stack.start_processes(args.workers, args.worker_nice)
+        stack.start_processes(args.workers, args.worker_nice, args.sim_nice)
         if args.provider == "twilio":
             http("PUT", f"{stack.sim_url(TWILIO_OFFSET)}/_sim/faults", {"latency_ms": args.latency_ms})
         alert = http("POST", f"{stack.api}/api/alerts",
@@ -379,7 +396,15 @@ def run_once(args: argparse.Namespace) -> dict:
                                   for lang, fit in preview["channels"]["sms"]["languages"].items()}
         except (RuntimeError, KeyError, AttributeError) as exc:
             result["sms_text"] = f"preview unavailable: {exc}"
+        if args.provider == "smpp" and args.wire_capture:
+            capture = WireCapture(stack.sim_base + SMPP_OFFSET)
+            try:
+                capture.start()
+            except OSError as exc:  # PermissionError without root
+                result["wire_capture"] = f"unavailable ({exc}): times are the simulator's"
+                capture = None
         pids = stack.pids()
+        tcp0 = tcp_counters()
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         busy0 = machine_busy_seconds()
         result["loadavg_before"] = Path("/proc/loadavg").read_text().split()[:3]
@@ -416,6 +441,7 @@ def run_once(args: argparse.Namespace) -> dict:
             time.sleep(0.5)
         t_done = time.time()
         cpu1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        result["tcp_counters"] = {name: value - tcp0.get(name, 0) for name, value in tcp_counters().items()}
         busy1 = machine_busy_seconds()
         result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
         if args.provider == "twilio":
@@ -431,6 +457,10 @@ def run_once(args: argparse.Namespace) -> dict:
         result["other_processes_busy_cores"] = round((busy1 - busy0 - ours) / wall, 2)
 
         entries, fetch_s, size = fetch_sim(stack, args.provider, stack.tmp / "sim-messages.json")
+        if capture is not None:
+            captured = capture.stop()
+            wire_texts, counts = capture.texts()
+            result["wire_capture"] = {**captured, **counts, "texts": len(wire_texts)}
         result["sim_fetch"] = {"seconds": round(fetch_s, 1), "bytes": size, "records": len(entries)}
         info = stack.redis.info("memory")
         result["redis_peak_memory"] = info["used_memory_peak_human"]
@@ -444,6 +474,8 @@ def run_once(args: argparse.Namespace) -> dict:
             bj["first_batch_start_after_approval_s"] = round(bj.pop("first_start") - t_approved, 3)
             bj["last_batch_end_after_approval_s"] = round(bj.pop("last_end") - t_approved, 3)
     finally:
+        if capture is not None and not wire_texts:
+            capture.stop()
         stack.stop()
 
     # Count at the simulator.
@@ -454,6 +486,18 @@ def run_once(args: argparse.Namespace) -> dict:
     received = len(seen)
     duplicates = sum(1 for n in seen.values() if n > 1)
     times = [e[0] for e in firsts]
+    if wire_texts:
+        # The rates from when each text went on the wire (see perf/wire_capture.py); the simulator's
+        # own read times are kept beside them.
+        if isinstance(result.get("wire_capture"), dict) and not result["wire_capture"]["dropped"] \
+                and len(wire_texts) >= len(times):
+            result["max_1s_rate_sim_read"] = sliding_max(times)
+            sim_t5, sim_t95 = percentile(times, 0.05), percentile(times, 0.95)
+            result["sustained_rate_sim_read"] = round(sum(1 for t in times if sim_t5 <= t <= sim_t95)
+                                                      / (sim_t95 - sim_t5), 1) if sim_t95 > sim_t5 else None
+            times = [t for t, _ in wire_texts]
+        else:
+            result["wire_capture_unused"] = "the capture missed packets: times are the simulator's"
     targeted = targeted if targeted is not None else args.recipients
     result.update({
         "targeted": targeted,
@@ -483,7 +527,7 @@ def run_once(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------- output
 
 KEY_FIELDS = ("provider", "recipients", "rate_cap", "workers", "latency_ms", "sustained_rate", "max_1s_rate",
-              "first_message_s", "received", "duplicates", "lost", "redis_peak_memory")
+              "max_1s_rate_sim_read", "first_message_s", "received", "duplicates", "lost", "redis_peak_memory")
 
 
 def write_plot(result: dict, path: Path) -> str:
@@ -557,6 +601,13 @@ def main() -> int:
     parser.add_argument("--worker-nice", type=int, default=0,
                         help="run the workers at this nice value, below the simulator (which stands in for a "
                              "carrier's SMSC on its own machine)")
+    parser.add_argument("--sim-nice", type=int, default=0,
+                        help="run the simulators at this nice value (below 0 needs root): a carrier's SMSC on its "
+                             "own machine reads what arrives at once, and TCP gives bytes left unread the time of "
+                             "the next ones to arrive, so a simulator slow to read blurs the wire times it records")
+    parser.add_argument("--no-wire-capture", dest="wire_capture", action="store_false",
+                        help="SMPP: time texts by the simulator's reads, not by a packet capture on the loopback "
+                             "(perf/wire_capture.py; the capture needs root)")
     parser.add_argument("--tag", default="", help="suffix of the result files (for variants)")
     parser.add_argument("--timeout", type=float, default=0.0, help="seconds to wait for completion")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")

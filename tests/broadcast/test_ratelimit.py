@@ -19,7 +19,8 @@ import redis
 import redis.asyncio
 
 from broadcast import keys
-from broadcast.ratelimit import Grant, TokenBucket
+from broadcast.ratelimit import EmissionWindow, Grant, TokenBucket
+from broadcast.redis_pipelined import PipelinedRedis
 
 ACCOUNT = "sms:smpp:test"
 
@@ -35,6 +36,16 @@ async def aclient(redis_url: str, redis_client: redis.Redis) -> AsyncIterator[re
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def pipelined(redis_url: str, redis_client: redis.Redis) -> AsyncIterator[PipelinedRedis]:
+    """A pipelined connection to the flushed test Redis (for the emission window)."""
+    client = PipelinedRedis(redis_url)
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 async def _drain(bucket: TokenBucket) -> Grant:
@@ -376,3 +387,151 @@ async def test_idle_keys_expire(aclient: redis.asyncio.Redis) -> None:
     await asyncio.sleep(keys.RATE_BUCKET_GRACE_MS / 1000 + 0.25)
     assert not await aclient.exists(keys.rate_bucket(ACCOUNT))
     assert (await bucket.try_acquire(5)).granted == 2  # a full bucket again: 5 tokens at 200/s = 2.5 at 50/s
+
+
+# ---------------------------------------------------------------- the emission window
+
+WINDOW_RATE = 500
+WINDOW_CHUNK = 50
+WINDOW_RUN_SECONDS = 2.5
+LATE = 0.4  # how late a late sender writes, seconds
+
+
+def _late(slot: int) -> bool:
+    """Three bookings in a row out of every twenty (100 ms each) are written LATE seconds after their
+    moment: senders descheduled on a busy machine, or Redis answers that reached them late."""
+    return slot % 20 < 3
+
+
+async def _send_late_for(redis_url: str, start_at: float, stop_at: float, windowed: bool) -> list[tuple[float, int]]:
+    """A sender that books a chunk, and at its moment (late for some, see _late) writes it:
+    through the emission window when ``windowed``. Returns (write time, tokens) per chunk."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        pipelined = PipelinedRedis(redis_url)
+        bucket = TokenBucket(client, ACCOUNT, WINDOW_RATE, chunk=WINDOW_CHUNK)
+        window = EmissionWindow(pipelined, ACCOUNT, WINDOW_RATE + WINDOW_CHUNK)
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        writes: list[tuple[float, int]] = []
+        while time.time() < stop_at:
+            booking = await bucket.reserve()
+            if not booking.granted:
+                await asyncio.sleep(booking.wait)
+                continue
+            moment = booking.at + booking.wait
+            late = _late(round(moment * WINDOW_RATE / WINDOW_CHUNK))
+            await asyncio.sleep(booking.wait)
+            if not windowed:
+                await asyncio.sleep(LATE if late else 0)
+                writes.append((time.time(), booking.granted))
+                continue
+            ticket = await window.admit(booking.granted)
+            await asyncio.sleep(LATE if late else 0)  # late between the admission and the write
+            writes.append((time.time(), booking.granted))
+            assert await window.report(ticket)
+        return writes
+    finally:
+        await client.aclose()
+        await pipelined.close()
+
+
+def _send_late_process(redis_url: str, start_at: float, stop_at: float, windowed: bool) -> list[tuple[float, int]]:
+    return asyncio.run(_send_late_for(redis_url, start_at, stop_at, windowed))
+
+
+def _busiest(writes: list[tuple[float, int]], span: float = 1.0) -> int:
+    """The most tokens written within any window (t - span, t]."""
+    events = sorted(writes)
+    best = inside = start = 0
+    for at, n in events:
+        inside += n
+        while events[start][0] <= at - span:
+            inside -= events[start][1]
+            start += 1
+        best = max(best, inside)
+    return best
+
+
+@pytest.mark.parametrize("windowed", [False, True], ids=["bucket-alone", "with-the-window"])
+async def test_the_window_bounds_what_late_senders_write(redis_url: str, redis_client: redis.Redis,
+                                                         windowed: bool) -> None:
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        loop = asyncio.get_running_loop()
+        assert all(await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(2))))
+        start_at = time.time() + 0.3
+        stop_at = start_at + WINDOW_RUN_SECONDS
+        processes = [loop.run_in_executor(pool, _send_late_process, redis_url, start_at, stop_at, windowed)
+                     for _ in range(2)]
+        tasks = [_send_late_for(redis_url, start_at, stop_at, windowed) for _ in range(4)]
+        per_sender = await asyncio.gather(*tasks, *processes)
+
+    writes = [write for sender in per_sender for write in sender]
+    busiest = _busiest(writes)
+    total = sum(n for _, n in writes)
+    span = max(at for at, _ in writes) - min(at for at, _ in writes)
+    print(f"\n{'with' if windowed else 'without'} the window: {total} tokens written in {span:.2f} s, "
+          f"busiest second {busiest} (bound {WINDOW_RATE + WINDOW_CHUNK})")
+    if not windowed:
+        # Every booking was exact, yet late writes bunch with punctual ones: what the window is for.
+        assert busiest >= WINDOW_RATE + 2 * WINDOW_CHUNK
+        return
+    assert busiest <= WINDOW_RATE + WINDOW_CHUNK
+    # Each chunk holds its place from admission to one window after its report: late writers cost a
+    # little of the rate, not most of it.
+    assert total >= 0.85 * WINDOW_RATE * span
+
+
+async def test_admission_at_a_known_state(pipelined: PipelinedRedis, aclient: redis.asyncio.Redis) -> None:
+    window = EmissionWindow(pipelined, ACCOUNT, 100, window=0.5, retry=0.003)
+    first, wait = await window.try_admit(60)
+    assert first is not None and wait == 0.0
+    assert await window.try_admit(50) == (None, 0.003), "the unreported 60 hold their place"
+    await aclient.script_flush()  # a restarted Redis: the report loads its script again
+    assert await window.report(first)
+    reported = time.time()
+    assert not await window.report(first), "a second report changes nothing"
+    ticket, wait = await window.try_admit(50)
+    assert ticket is None
+    # Room comes when the 60 leave the window, half a second after their report.
+    assert 0.45 <= wait <= 0.5
+    second, _ = await window.try_admit(40)
+    assert second is not None, "what fits is admitted meanwhile"
+    await asyncio.sleep(max(0.0, reported + 0.5 - time.time()) + 0.01)
+    third, _ = await window.try_admit(50)
+    assert third is not None
+    assert await aclient.zcard(keys.rate_sending(ACCOUNT)) == 2
+    assert await aclient.zcard(keys.rate_sent(ACCOUNT)) == 0, "the report left the window"
+
+
+async def test_a_chunk_never_reported_counts_as_written_when_found_stale(pipelined: PipelinedRedis) -> None:
+    window = EmissionWindow(pipelined, ACCOUNT, 100, window=0.4, stale=0.3)
+    lost, _ = await window.try_admit(100)  # its sender was killed before reporting
+    assert lost is not None
+    ticket, wait = await window.try_admit(10)
+    assert ticket is None and wait == window.retry
+    await asyncio.sleep(0.32)
+    ticket, wait = await window.try_admit(10)
+    assert ticket is None, "counted as written when found stale, for one more window"
+    assert 0.35 <= wait <= 0.4
+    await asyncio.sleep(wait + 0.01)
+    ticket, _ = await window.try_admit(100)
+    assert ticket is not None
+    assert not await window.report(lost), "a report after the chunk was found stale changes nothing"
+
+
+def test_bad_window_parameters_are_refused(redis_url: str) -> None:
+    pipelined = PipelinedRedis(redis_url)
+    for kwargs in ({"limit": 0}, {"limit": 1.5}, {"limit": 10, "window": 0}, {"limit": 10, "stale": -1},
+                   {"limit": 10, "retry": float("nan")}):
+        with pytest.raises(ValueError):
+            EmissionWindow(pipelined, ACCOUNT, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        EmissionWindow(pipelined, "a{b}", 10)
+
+
+async def test_a_chunk_must_fit_the_window(pipelined: PipelinedRedis, aclient: redis.asyncio.Redis) -> None:
+    window = EmissionWindow(pipelined, ACCOUNT, 10)
+    for n in (0, 11, 2.0):
+        with pytest.raises(ValueError):
+            await window.try_admit(n)  # type: ignore[arg-type]
+    assert not await aclient.exists(keys.rate_sending(ACCOUNT)), "nothing stored"

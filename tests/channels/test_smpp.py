@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 import smpplib.client
 import smpplib.consts
@@ -16,6 +17,7 @@ import smpplib.gsm
 
 from broadcast import keys
 from broadcast.errors import InvalidInput, TransientDeliveryError
+from broadcast.settings import Settings
 from channels.base import ChannelContext, DeliveryStatus, Recipient
 from channels.smpp import (
     DEFAULT_PASSWORD,
@@ -117,28 +119,84 @@ async def test_zh_and_en_to_many_recipients_with_a_window(channel_context, smsc)
 
 
 async def test_a_refused_part_is_sent_again_under_the_same_reference(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
-    # Half the submit_sm throttled: a text whose first part is refused comes back throttled (nothing
-    # reached the handset); a later part refused is sent again under the text's reference, so the
-    # text reaches the handset once.
+    # Half the submit_sm throttled, all parts of a text sent at once: a text with none of its parts
+    # accepted comes back throttled (nothing reached the handset); a refused part of a text with
+    # accepted parts is sent again under the text's reference, so the text reaches the handset once.
     await set_faults(channel_context, smsc, throttle_rate=0.5)
     adapter = SmsAdapter(context_for(channel_context, smsc.port, "sms.throttle_retry_after=0.05"))
-    batch = mobiles(40)
+    batch = mobiles(200)  # a text has 3 parts: 1 in 8 is refused whole
     try:
         results = await adapter.send(sample_message("sms"), batch)
     finally:
         await adapter.aclose()
-    assert {r.status for r in results} == {DeliveryStatus.ACCEPTED, DeliveryStatus.THROTTLED}
     recorded = await inspect(channel_context, smsc)
     body = sample_message("sms").texts["zh-CN"].body
+    refused_whole = 0
     for recipient, result in zip(batch, results, strict=True):
         entries = [e for e in recorded if e["destination"] == recipient.address.removeprefix("+")]
         complete = [e["full_text"] for e in entries if e["full_text"] is not None]
+        parts = sorted(e["part"] for e in entries)
+        assert len({e["reference"] for e in entries}) <= 1 and len(parts) == len(set(parts)), "no part twice"
         if result.status == DeliveryStatus.ACCEPTED:
             assert complete == [body]
-            assert len({e["reference"] for e in entries}) == 1
-            assert sorted(e["part"] for e in entries) == list(range(1, entries[0]["parts"] + 1))
+            assert parts == list(range(1, entries[0]["parts"] + 1))
+            continue
+        assert result.status == DeliveryStatus.THROTTLED
+        if entries:  # a part throttled PART_RETRIES + 1 times in a row (1 in 2,048): given up
+            assert complete == [] and "ESME_RTHROTTLED" in (result.error or "")
         else:
-            assert entries == [] and "part 1 of" in (result.error or "")
+            assert "part 1 of" in (result.error or "")
+            refused_whole += 1
+    assert refused_whole >= 1
+    assert sum(r.status == DeliveryStatus.ACCEPTED for r in results) >= 150
+
+
+class RecordedEmission:
+    """An emission that holds the batch back for ``hold`` seconds and notes when things happen."""
+
+    def __init__(self, simulator: SmppSimulator, hold: float) -> None:
+        self.simulator, self.hold = simulator, hold
+        self.ready_at: float | None = None
+        self.written_at: list[float] = []
+        self.arrived_while_held = -1
+
+    async def ready(self) -> None:
+        before = len(self.simulator.compact.times)
+        await asyncio.sleep(self.hold)
+        self.arrived_while_held = len(self.simulator.compact.times) - before
+        self.ready_at = time.time()
+
+    def written(self) -> None:
+        self.written_at.append(time.time())
+
+
+async def test_texts_leave_at_their_moment_and_are_reported_on_the_wire_not_when_answered() -> None:
+    simulator = SmppSimulator(record="compact", receipt_delay=0)
+    await simulator.start("127.0.0.1", 0, 0)
+    simulator.recorder.faults.latency_ms = 300  # every answer comes 300 ms after its submit_sm
+    settings = Settings().with_overrides(channel_options=("sms.smpp_host=127.0.0.1", f"sms.smpp_port={simulator.port}",
+                                                          "sms.window=64"))
+    emission = RecordedEmission(simulator, hold=0.2)
+    async with aiohttp.ClientSession() as http:
+        provider = SmppProvider(ChannelContext(settings, http, None))
+        body = sample_message("sms").texts["zh-CN"].body
+        try:
+            await provider.send_texts([(mobiles(1)[0], "warm-up")])  # bound before the clock starts
+            results = await provider.send_texts([(r, body) for r in mobiles(30, 1)], emission)
+            returned = time.time()
+        finally:
+            await provider.aclose()
+            await simulator.stop()
+    assert [r.status for r in results] == [DeliveryStatus.ACCEPTED] * 30
+    assert len(segments(body)) == 3 and len(emission.written_at) == 1
+    assert emission.ready_at is not None and emission.arrived_while_held == 0, "nothing left before its moment"
+    texts = simulator.compact.times[1:]
+    assert len(texts) == 30 and min(texts) >= emission.ready_at
+    # 90 parts in a window of 64: the last 26 leave when the first answers are in, 300 ms on; the
+    # report comes then, 300 ms before the last answers.
+    written = emission.written_at[0]
+    assert 0.3 <= written - emission.ready_at < 0.5 and returned - written >= 0.25
+    assert max(texts) <= written, "every text was whole on the wire when reported"
 
 
 async def test_a_short_text_is_one_plain_submit_sm(channel_context, smsc) -> None:  # type: ignore[no-untyped-def]
