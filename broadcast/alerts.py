@@ -118,7 +118,7 @@ class AlertService:
         gazetteer = self.targets.get().gazetteer
 
         def name_units(codes: list[str], language: str) -> str | None:
-            units = [gazetteer.unit(c) for c in codes if c in gazetteer]
+            units = gazetteer.fewest(codes)  # every district named is the city, named once
             if not units:
                 return None
             zh = language.lower().startswith("zh")

@@ -79,12 +79,32 @@ def merge_requests(base: Mapping[str, Any], change: Mapping[str, Any]) -> dict[s
     return merged
 
 
+# The headline's words for areas too many (or too long) to name: never the whole city's wording,
+# which would send people outside the areas into action.
+PART_OF_CITY = {"zh": "部分地区", "en": "parts of the city"}
+
+
+def _part_of_city(language: str) -> str:
+    return PART_OF_CITY.get(language.split("-")[0].lower(), PART_OF_CITY["en"])
+
+
 def _area_words(doc: Mapping[str, Any], language: str, name_units: UnitNamer | None) -> str | None:
-    """The areas as the headline names them; None (the whole city) when they are too many to name."""
+    """The areas as the headline names them: their names, or "parts of the city" when they take
+    more than 40 characters; None (the catalogue's whole-city wording) when there are none."""
     names = [a["desc"] for a in _localized_areas(doc, language, name_units)
              if isinstance(a, Mapping) and isinstance(a.get("desc"), str)]
+    if not names:
+        return None
     words = ("、" if language.startswith("zh") else ", ").join(names)
-    return words if names and len(words) <= 40 else None
+    return words if len(words) <= 40 else _part_of_city(language)
+
+
+def _headline(signal: Signal, language: str, area: str | None, settings: Settings) -> str:
+    """The signal's headline for ``area``; one that would be too long says "parts of the city"."""
+    headline = signal.headline(language, area=area)
+    if len(headline) > settings.max_headline_length and area is not None:
+        headline = signal.headline(language, area=_part_of_city(language))
+    return headline
 
 
 def _signal(doc: Mapping[str, Any], catalogue: SignalCatalogue) -> Signal | None:
@@ -223,7 +243,7 @@ def compose(
                 "certainty": signal.certainty.value,
                 "response_types": [r.value for r in signal.response_types],
                 "event_codes": [{"value_name": signal.event_code.value_name, "value": signal.event_code.value}],
-                "headline": signal.headline(language, area=_area_words(doc, language, name_units)),
+                "headline": _headline(signal, language, _area_words(doc, language, name_units), settings),
                 "description": signal.criteria(language),
                 "instruction": signal.instruction(language),
             })

@@ -814,6 +814,12 @@ class SmppClient:
 # ---------------------------------------------------------------- the SMS provider
 
 
+def _message_id(response: Pdu) -> str | None:
+    """The SMSC's message_id in a submit_sm_resp. For a text, the last part's: the receipt
+    (requested on the last part) carries it."""
+    return (BodyReader(response.body).cstring() if response.body else "") or None
+
+
 DEFAULT_SYSTEM_ID = "szalert"
 DEFAULT_PASSWORD = "demo1234"  # SMPP passwords are at most 8 characters
 DEFAULT_SOURCE = "12379"  # the national emergency warning short number
@@ -1011,8 +1017,13 @@ class SmppProvider:
                 for index, bodies in texts:
                     mine = answers[position:position + len(bodies)]
                     position += len(bodies)
-                    finishing.append(self._finish(client, index, items[index][0], bodies, mine, results))
-                await asyncio.gather(*finishing)
+                    if all(a.exception() is None and a.result().command_status == Status.ESME_ROK for a in mine):
+                        # Every part accepted (the usual case): no task, no wait.
+                        results[index] = DeliveryResult.accepted(items[index][0], _message_id(mine[-1].result()))
+                    else:
+                        finishing.append(self._finish(client, index, items[index][0], bodies, mine, results))
+                if finishing:
+                    await asyncio.gather(*finishing)
         for result in results:
             if result is not None and result.status is DeliveryStatus.ACCEPTED:
                 self._receipts_expected += 1
@@ -1064,11 +1075,9 @@ class SmppProvider:
                     results[index] = DeliveryResult.transient(recipient, error)
                 return
             accepted += 1
-        # The receipt (requested on the last part) carries the last part's message id.
         last = outcome[-1]
         assert isinstance(last, Pdu)
-        results[index] = DeliveryResult.accepted(recipient, provider_ref=(BodyReader(last.body).cstring()
-                                                                          if last.body else "") or None)
+        results[index] = DeliveryResult.accepted(recipient, _message_id(last))
 
     async def _on_deliver(self, message: ShortMessage) -> None:
         receipt = parse_receipt(message)

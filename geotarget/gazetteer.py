@@ -207,6 +207,25 @@ class Gazetteer:
             stack.extend(reversed(self._children[unit.code]))
         return tuple(found)
 
+    def fewest(self, codes: Iterable[str]) -> tuple[Unit, ...]:
+        """The same ground as the units ``codes`` in the fewest units: units already inside another
+        one listed are dropped, and a unit whose children are all there replaces them (all the
+        districts are the city). Unknown codes are ignored; order by code.
+        """
+        chosen = {code for code in codes if code in self._units}
+        chosen = {code for code in chosen if not any(a.code in chosen for a in self.ancestors(code))}
+        changed = True
+        while changed:
+            changed = False
+            parents = {self._units[code].parent for code in chosen} - {None}
+            for parent in sorted(parents, key=lambda code: -self._units[code].level.depth):  # deepest first
+                kids = {unit.code for unit in self._children[parent]}
+                if kids and kids <= chosen:
+                    chosen = (chosen - kids) | {parent}
+                    changed = True
+                    break
+        return tuple(self._units[code] for code in sorted(chosen))
+
     def units_at(self, level: Level | str) -> tuple[Unit, ...]:
         """Every unit at ``level``, ordered by code."""
         return self._by_level[Level(level)]

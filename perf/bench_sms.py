@@ -12,8 +12,10 @@ the simulator's record ONCE (``/_sim/messages`` holds every PDU, which is heavy 
 sending) and counts at the simulator: distinct destinations received, duplicates (part 1 of a
 concatenated message, or the Twilio message, seen more than once for one destination), lost,
 first message after approval, the sustained rate (between the 5th and 95th percentile receive
-times), the highest rate in any sliding one-second window, and Redis peak memory. It also
-records CPU seconds of every process during the run and per-batch RQ job durations.
+times), the highest rate in any sliding one-second window, and Redis peak memory. For SMPP those
+times are when each text went on the wire, from a packet capture on the loopback
+(perf/wire_capture.py, needs root; the simulator's own read times are reported beside them). It
+also records CPU seconds of every process during the run and per-batch RQ job durations.
 
 Prints one JSON line; writes perf/results/sms-<provider>-<N>-w<K>-r<R>.json, .md and .png.
 """
@@ -547,7 +549,9 @@ def write_plot(result: dict, path: Path) -> str:
     for t in times:
         counts[max(0, int(t - t0))] += 1
     fig, ax = plt.subplots(figsize=(10, 4))
-    ax.step(range(len(counts)), counts, where="post", label="received at the simulator (per 1 s)")
+    wire = isinstance(result.get("wire_capture"), dict) and "wire_capture_unused" not in result
+    ax.step(range(len(counts)), counts, where="post",
+            label="on the wire to the simulator (per 1 s)" if wire else "received at the simulator (per 1 s)")
     samples = series["samples"]
     if len(samples) > 1:
         pairs = list(itertools.pairwise(samples))

@@ -75,10 +75,10 @@ _SUPPORTED_CODINGS = {0x00, 0x01, 0x03, 0x08}
 # received the data, as a struct timespec.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC = struct.Struct("qq")
-# Bytes per read. TCP gives a read the receive time of the last segment it takes, so bytes of an
-# earlier write read together with a later one get the later time: small reads keep that error to
-# a few texts (a sender's chunk of 50 texts, all parts, is one write of about 25 KB).
-READ_SIZE = 4096
+# Bytes per read: about one write of a sender. TCP gives a read the receive time of the newest
+# segment it takes (segments left unread are coalesced), so a simulator that reads late blurs the
+# times it records; perf/wire_capture.py times texts on the wire instead, for the benchmarks.
+READ_SIZE = 16384
 
 
 class _Connection:

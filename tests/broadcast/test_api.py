@@ -107,6 +107,23 @@ async def test_red_rainstorm_gets_every_cap_field_from_the_signal(client, auth) 
     assert record["findings"] == []
 
 
+async def test_the_headline_names_the_city_for_every_district_and_never_for_some(client, auth) -> None:
+    districts = ["440303", "440304", "440305", "440306", "440307", "440308", "440309", "440310", "440311",
+                 "440399"]
+    whole = await create(client, auth, request={"signal": {"hazard": "rainstorm", "level": "red"},
+                                                "areas": [{"geocodes": districts}]})
+    zh, en = whole["alert"]["info"]
+    assert "发布深圳市暴雨红色预警信号" in zh["headline"] and "for Shenzhen:" in en["headline"]
+    # Three districts under the longest English headline: named would be past 160 characters (422
+    # before), so it says "parts of the city" rather than fail or claim the whole city.
+    some = await create(client, auth, request={"signal": {"hazard": "high_temperature", "level": "orange"},
+                                               "areas": [{"geocodes": ["440311", "440309", "440304"]}]})
+    zh, en = some["alert"]["info"]
+    assert "福田区、龙华区、光明区" in zh["headline"]  # in code order
+    assert "for parts of the city:" in en["headline"] and len(en["headline"]) <= 160
+    assert "Shenzhen" not in en["headline"].replace("Shenzhen Meteorological Observatory", "")
+
+
 async def test_whole_workflow_issues_and_a_real_worker_disseminates(client, auth, settings) -> None:
     draft = await create(client, auth)
     alert_id = draft["id"]

@@ -107,11 +107,12 @@ def test_the_headline_names_several_short_areas() -> None:
     assert "for 福田区, 南山区:" in en.headline  # type: ignore[operator]
 
 
-def test_the_headline_names_the_whole_city_when_the_areas_are_too_long_to_name() -> None:
+def test_areas_too_long_to_name_are_parts_of_the_city_never_the_whole_city() -> None:
     names = [f"District number {i:02d}" for i in range(4)]  # 18 characters each
     zh, en = run(request(areas=[futian(n) for n in names])).alert.infos
-    assert "全市暴雨红色预警信号" in zh.headline  # type: ignore[operator]
-    assert "for Shenzhen:" in en.headline  # type: ignore[operator]
+    assert "发布部分地区暴雨红色预警信号" in zh.headline  # type: ignore[operator]
+    assert "for parts of the city:" in en.headline  # type: ignore[operator]
+    assert "全市" not in (zh.headline or "") and "Shenzhen:" not in (en.headline or "")
     assert not any(n in (zh.headline or "") + (en.headline or "") for n in names)
 
 
@@ -120,7 +121,17 @@ def test_forty_characters_of_area_are_still_named() -> None:
     en = run(request(areas=[futian(exactly_40)])).alert.infos[1]
     assert f"for {exactly_40}:" in en.headline  # type: ignore[operator]
     en = run(request(areas=[futian(exactly_40 + "y")])).alert.infos[1]
-    assert "for Shenzhen:" in en.headline  # type: ignore[operator]
+    assert "for parts of the city:" in en.headline  # type: ignore[operator]
+
+
+def test_a_headline_too_long_with_its_area_names_says_parts_of_the_city() -> None:
+    # The longest English template (high temperature) with 40 characters of area: past the 160 allowed.
+    area = "Guangming District, Longhua District, Fu"
+    named = run(request(signal={"hazard": "rainstorm", "level": "red"}, areas=[futian(area)])).alert.infos[1]
+    assert f"for {area}:" in named.headline  # type: ignore[operator]
+    composed = run(request(signal={"hazard": "high_temperature", "level": "orange"}, areas=[futian(area)]))
+    en = composed.alert.infos[1]
+    assert "for parts of the city:" in en.headline and len(en.headline) <= 160  # type: ignore[arg-type, operator]
 
 
 def test_info_overrides_win_over_the_signal() -> None:

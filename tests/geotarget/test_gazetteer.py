@@ -61,6 +61,18 @@ def test_lookups(small: Gazetteer) -> None:
     assert "Z" not in small
 
 
+def test_fewest_units_for_the_same_ground(small: Gazetteer) -> None:
+    def fewest(*codes: str) -> list[str]:
+        return [u.code for u in small.fewest(codes)]
+
+    assert fewest("A", "B") == ["C"], "every district is the city"
+    assert fewest("A1", "A2", "B1") == ["A", "B1"]
+    assert fewest("A1x", "A2x", "B1", "B2") == ["C"], "complete sets collapse level by level"
+    assert fewest("A", "A1", "A2x") == ["A"], "units inside another listed one go"
+    assert fewest("B1x", "Z", "B1x") == ["B1"], "a street's only community is the street; unknown codes ignored"
+    assert fewest() == []
+
+
 def test_level_order() -> None:
     assert [level.depth for level in Level] == [0, 1, 2, 3]
     assert Level.CITY.parent is None
