@@ -90,7 +90,16 @@ def _part_of_city(language: str) -> str:
 
 def _area_words(doc: Mapping[str, Any], language: str, name_units: UnitNamer | None) -> str | None:
     """The areas as the headline names them: their names, or "parts of the city" when they take
-    more than 40 characters; None (the catalogue's whole-city wording) when there are none."""
+    more than 40 characters; None (the catalogue's whole-city wording) when there are none.
+
+    Areas given by administrative units only are named together, so that every district, in
+    one area or in ten, is the city.
+    """
+    areas = [a for a in items(doc, "areas", "") if isinstance(a, Mapping)]
+    if name_units is not None and areas and all(a.get("desc") is None and _unit_codes(a) for a in areas):
+        together = name_units([code for a in areas for code in _unit_codes(a)], language)
+        if together is not None and len(together) <= 40:
+            return together
     names = [a["desc"] for a in _localized_areas(doc, language, name_units)
              if isinstance(a, Mapping) and isinstance(a.get("desc"), str)]
     if not names:
@@ -148,10 +157,16 @@ UnitNamer = Callable[[list[str], str], str | None]
 DEFAULT_AREA_NAME = {"zh": "指定区域", "en": "Designated area"}
 
 
-def _default_desc(area: Mapping[str, Any], language: str, name_units: UnitNamer | None) -> str:
+def _unit_codes(area: Mapping[str, Any]) -> list[str]:
+    """The administrative unit codes (adcodes) an area lists among its geocodes."""
     codes = [g if isinstance(g, str) else g.get("value") for g in area.get("geocodes") or ()
              if isinstance(g, str) or (isinstance(g, Mapping) and str(g.get("value_name", "")).lower() == "adcode")]
-    named = name_units([c for c in codes if isinstance(c, str)], language) if codes and name_units else None
+    return [c for c in codes if isinstance(c, str)]
+
+
+def _default_desc(area: Mapping[str, Any], language: str, name_units: UnitNamer | None) -> str:
+    codes = _unit_codes(area)
+    named = name_units(codes, language) if codes and name_units else None
     return named or DEFAULT_AREA_NAME.get(language.split("-")[0], DEFAULT_AREA_NAME["en"])
 
 

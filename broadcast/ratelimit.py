@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -448,12 +449,16 @@ class TokenBucket:
 # unreported, and ADMIT counted it either way. If A <= t, all of them were admitted by A and
 # written after it, so all were unreported at A and counted. Either way their sum is at most the
 # limit. A sender that never reports (killed between the two) has its chunk counted as written at
-# the moment it is found stale, then for one more window.
+# the moment it is found stale, then for one more window. What the window cannot see: a Redis that
+# restarts empty forgets the last second (up to twice the limit can go out in the window around
+# the restart), and a chunk still being written when it is found stale (the stale time is set
+# above the longest write, see EmissionWindow).
 
 # KEYS[1] sending (keys.rate_sending)  KEYS[2] sent (keys.rate_sent)  KEYS[3] tickets (keys.rate_tickets)
 # ARGV[1] limit: tokens per window   ARGV[2] n: tokens of this chunk (1..limit)
 # ARGV[3] window (µs)   ARGV[4] stale (µs): an unreported chunk older than this counts as written now
 # ARGV[5] retry (µs): wait when only unreported chunks could make room
+# ARGV[6] the sender's nonce: tickets stay unique when a Redis restarted empty counts from 1 again
 # Returns {1, ticket} when admitted, {0, µs to wait before asking again} when not.
 ADMIT_SCRIPT = (
     _LUA_COMMON
@@ -470,6 +475,7 @@ for _, member in ipairs(lost) do
 end
 if #lost > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', num(now - stale))
+    redis.call('PEXPIRE', KEYS[2], math.ceil(window / 1000) + 1000)
 end
 -- Written at or before now - window: outside every window that ends now or later.
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(now - window))
@@ -482,7 +488,7 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     used = used + tokens(member)
 end
 if used + n <= limit then
-    local ticket = redis.call('INCR', KEYS[3]) .. ':' .. n
+    local ticket = ARGV[6] .. '-' .. redis.call('INCR', KEYS[3]) .. ':' .. n
     redis.call('PEXPIRE', KEYS[3], 86400000)
     redis.call('ZADD', KEYS[1], num(now), ticket)
     redis.call('PEXPIRE', KEYS[1], math.ceil((stale + window) / 1000) + 1000)
@@ -530,7 +536,9 @@ class EmissionWindow:
         limit: Tokens per window; a chunk may not exceed it.
         window: Seconds.
         stale: Seconds after which an admitted chunk not reported written counts as written (its
-            sender was killed or stopped); until then it holds its place in the window.
+            sender was killed or stopped); until then it holds its place in the window. Longer
+            than a sender may take to write an admitted chunk (SMPP: the response timeout, when
+            the provider's window is full).
         retry: Seconds to wait when only unreported chunks stand in the way.
 
     Raises:
@@ -538,7 +546,7 @@ class EmissionWindow:
     """
 
     def __init__(self, client: PipelinedRedis, account: str, limit: int, *, window: float = 1.0,
-                 stale: float = 5.0, retry: float = 0.001) -> None:
+                 stale: float = 15.0, retry: float = 0.002) -> None:
         if not account or "{" in account or "}" in account:
             raise ValueError(f"account must be a non-empty name without braces, not {account!r}")
         if not isinstance(limit, int) or limit < 1:
@@ -553,6 +561,7 @@ class EmissionWindow:
         self.retry = float(retry)
         self._keys = [keys.rate_sending(account), keys.rate_sent(account), keys.rate_tickets(account)]
         self._client = client
+        self._nonce = secrets.token_hex(4)
 
     def __repr__(self) -> str:
         return f"EmissionWindow({self.account!r}, limit={self.limit}, window={self.window})"
@@ -570,7 +579,8 @@ class EmissionWindow:
         """
         if not isinstance(n, int) or not 1 <= n <= self.limit:
             raise ValueError(f"n must be an integer within 1..{self.limit}, not {n!r}")
-        args = [self.limit, n, round(self.window * 1e6), round(self.stale * 1e6), round(self.retry * 1e6)]
+        args = [self.limit, n, round(self.window * 1e6), round(self.stale * 1e6), round(self.retry * 1e6),
+                self._nonce]
         admitted, value = await self._client.evalsha(_ADMIT, self._keys, args)
         if int(admitted):
             return (value.decode() if isinstance(value, bytes) else str(value)), 0.0

@@ -256,7 +256,16 @@ async def _send_all(adapter, pacing: Pacing, message: Message, queue: deque[Reci
             finally:
                 busy -= 1
 
-    await asyncio.gather(*(lane() for _ in range(lanes)))
+    running = [asyncio.ensure_future(lane()) for _ in range(lanes)]
+    try:
+        await asyncio.gather(*running)
+    except BaseException:
+        # One lane failed (Redis gone, say): stop the others before the batch fails, or they would
+        # go on sending its recipients while RQ runs it again.
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        raise
 
 
 async def _send_chunk(adapter, pacing: Pacing, message: Message, queue: deque[Recipient],  # type: ignore[no-untyped-def]

@@ -58,7 +58,6 @@ from channels import sms_text
 from channels.base import (
     ChannelContext,
     DeliveryResult,
-    DeliveryStatus,
     Emission,
     Recipient,
     channel_option,
@@ -616,18 +615,30 @@ class SmppClient:
 
         Returns:
             Each PDU's answer to come (submit_sm_resp or generic_nack; ConnectionError when the
-            connection is lost first, TimeoutError when none came within ``response_timeout``).
+            connection is lost first, or was lost before that PDU could be sent; TimeoutError when
+            none came within ``response_timeout``). Once a PDU has gone, a lost connection never
+            raises here: what was accepted before it must be known, not sent again.
 
         Raises:
-            ConnectionError: not bound, or the connection closed while waiting for the window.
+            ConnectionError: not bound: nothing was sent.
         """
         if not self._bound:
             raise ConnectionError("not bound")
-        answers = []
+        loop = asyncio.get_running_loop()
+        answers: list[asyncio.Future[Pdu]] = []
         for body in bodies:
             await self._window.acquire()
             try:
                 answer = self._issue(Command.SUBMIT_SM, body)
+            except ConnectionError as exc:
+                self._window.release()
+                if not answers:
+                    raise
+                for _ in range(len(answers), len(bodies)):  # never sent
+                    unsent: asyncio.Future[Pdu] = loop.create_future()
+                    unsent.set_exception(ConnectionError(f"not sent: {exc}"))
+                    answers.append(unsent)
+                break
             except BaseException:
                 self._window.release()
                 raise
@@ -638,10 +649,15 @@ class SmppClient:
 
     async def written(self) -> None:
         """Return once everything sent so far has left this host: out of this process's buffer, and
-        out of the kernel's send queue (a slow SMSC's full receive window keeps bytes there)."""
+        out of the kernel's send queue (a slow SMSC's full receive window keeps bytes there); or
+        after ``response_timeout``, when an SMSC that takes nothing in has bigger problems."""
+        deadline = asyncio.get_running_loop().time() + self.response_timeout
         while self._writer is not None and not self._writer.is_closing():
             self._flush()
             if not self._writer.transport.get_write_buffer_size() and not _unsent(self._writer):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("SMSC %s:%s took nothing in for %ss", self.host, self.port, self.response_timeout)
                 return
             await asyncio.sleep(0.001)
 
@@ -1020,21 +1036,28 @@ class SmppProvider:
                     if all(a.exception() is None and a.result().command_status == Status.ESME_ROK for a in mine):
                         # Every part accepted (the usual case): no task, no wait.
                         results[index] = DeliveryResult.accepted(items[index][0], _message_id(mine[-1].result()))
+                        self._receipts_expected += 1
                     else:
                         finishing.append(self._finish(client, index, items[index][0], bodies, mine, results))
                 if finishing:
                     await asyncio.gather(*finishing)
-        for result in results:
-            if result is not None and result.status is DeliveryStatus.ACCEPTED:
-                self._receipts_expected += 1
         return [r for r in results if r is not None]
 
     async def _finish(self, client: SmppClient, index: int, recipient: Recipient, bodies: list[bytes],
                       answers: list[asyncio.Future[Pdu]], results: list[DeliveryResult | None]) -> None:
         """One text's result from its parts' answers, after sending refused parts again if need be."""
+        outcome: list[Pdu | BaseException] = [a.exception() or a.result() for a in answers]
+        try:
+            await self._settle(client, index, recipient, bodies, outcome, results)
+        finally:
+            last = outcome[-1]
+            if isinstance(last, Pdu) and last.command_status == Status.ESME_ROK:
+                self._receipts_expected += 1  # the receipt is requested on the last part, and will come
+
+    async def _settle(self, client: SmppClient, index: int, recipient: Recipient, bodies: list[bytes],
+                      outcome: list[Pdu | BaseException], results: list[DeliveryResult | None]) -> None:
         c = self.config
         total = len(bodies)
-        outcome: list[Pdu | BaseException] = [a.exception() or a.result() for a in answers]
         accepted = sum(1 for o in outcome if isinstance(o, Pdu) and o.command_status == Status.ESME_ROK)
         for number, body in enumerate(bodies, start=1):
             answer = outcome[number - 1]

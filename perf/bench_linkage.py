@@ -44,7 +44,7 @@ import redis  # noqa: E402
 
 from broadcast import keys  # noqa: E402
 from broadcast.linkage import LinkageStore, Task  # noqa: E402
-from broadcast.redis_server import RedisServerConfig, free_port, start_redis, stop_redis  # noqa: E402
+from broadcast.redis_server import RedisServerConfig, free_port, free_port_run, start_redis, stop_redis  # noqa: E402
 from broadcast.roster import RosterStore, demo_roster  # noqa: E402
 from broadcast.users import UserDirectory, parse_roles  # noqa: E402
 from geotarget import build_demo_gazetteer  # noqa: E402
@@ -61,21 +61,6 @@ def http(method: str, url: str, body: dict | None = None, token: str | None = No
         request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
-
-
-def free_sim_base() -> int:
-    import socket
-
-    for _ in range(200):
-        base = free_port() % 30_000 + 30_000
-        try:
-            for offset in range(1, 17):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free run of 16 ports")
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -139,7 +124,7 @@ def main() -> int:
     gazetteer = build_demo_gazetteer()
     units = len(gazetteer)
     work = Path(tempfile.mkdtemp(prefix="bench-linkage-"))
-    redis_port, api_port, sim_base = free_port(), free_port(), free_sim_base()
+    redis_port, api_port, sim_base = free_port(), free_port(), free_port_run()
     redis_process = start_redis(RedisServerConfig(port=redis_port, data_dir=work / "redis"))
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     env = {**os.environ, "REDIS_URL": redis_url, "BROADCAST_DATA_DIR": str(work / "data"),

@@ -7,8 +7,10 @@ texts later by up to its lag. A carrier's SMSC on its own machine has no such la
 sees every segment as it is transmitted, with the kernel's time of that moment, however late this
 process reads it.
 
-Linux only, and needs CAP_NET_RAW (root). Only IPv4 TCP segments to the simulator's port, as they
-leave (PACKET_OUTGOING), are kept: a classic BPF filter drops the rest in the kernel.
+Linux only, and needs root (CAP_NET_RAW for the packet socket, CAP_NET_ADMIN for its large
+buffer). Only IPv4 TCP segments to the simulator's port, as they leave (PACKET_OUTGOING), are
+kept: a classic BPF filter drops the rest in the kernel. Streams are told apart by their source
+port, which a benchmark's few long-lived SMPP sessions do not reuse.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ class WireCapture:
         for at, source, sequence, payload in self.segments:
             streams[source].append((at, sequence, payload))
         texts: list[tuple[float, str]] = []
-        counts = {"submit_sm": 0, "retransmitted_bytes": 0, "gaps": 0}
+        counts = {"submit_sm": 0, "retransmitted_bytes": 0, "gaps": 0, "undecodable": 0}
         for segments in streams.values():
             parser = PduParser()
             partial: dict[tuple[str, int, int], set[int]] = {}
@@ -156,7 +158,11 @@ class WireCapture:
                     if pdu.command_id != Command.SUBMIT_SM:
                         continue
                     counts["submit_sm"] += 1
-                    sm = ShortMessage.decode(pdu.body)
+                    try:
+                        sm = ShortMessage.decode(pdu.body)
+                    except SmppProtocolError:
+                        counts["undecodable"] += 1
+                        continue
                     if not sm.esm_class & ESM_CLASS_UDHI:
                         texts.append((at, sm.destination_addr))
                         continue

@@ -114,6 +114,10 @@ async def test_the_headline_names_the_city_for_every_district_and_never_for_some
                                                 "areas": [{"geocodes": districts}]})
     zh, en = whole["alert"]["info"]
     assert "发布深圳市暴雨红色预警信号" in zh["headline"] and "for Shenzhen:" in en["headline"]
+    one_each = await create(client, auth, request={"signal": {"hazard": "rainstorm", "level": "red"},
+                                                   "areas": [{"geocodes": [code]} for code in districts]})
+    zh, en = one_each["alert"]["info"]
+    assert "发布深圳市暴雨红色预警信号" in zh["headline"] and "for Shenzhen:" in en["headline"]
     # Three districts under the longest English headline: named would be past 160 characters (422
     # before), so it says "parts of the city" rather than fail or claim the whole city.
     some = await create(client, auth, request={"signal": {"hazard": "high_temperature", "level": "orange"},

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from rq.registry import StartedJobRegistry
 
 from broadcast import accounting
 from broadcast.queues import WORKER_QUEUES
-from broadcast.redis_server import free_port
+from broadcast.redis_server import free_port_run
 from tests.broadcast.test_api import create, post, red_rainstorm
 
 BIN = Path(sys.executable).parent
@@ -47,23 +46,9 @@ def set_faults(base: int, offset: int, **faults: object) -> None:
 SMPP, SMPP_INSPECT = 2, 12
 
 
-def free_sim_base() -> int:
-    """A base port whose next 16 ports are free now (the simulators take them)."""
-    for _ in range(50):
-        base = free_port() % 30_000 + 30_000
-        try:
-            for offset in range(1, 16):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise AssertionError("no free range of ports for the simulators")
-
-
 @pytest.fixture(scope="module")
 def sim_base(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    base = free_sim_base()
+    base = free_port_run()
     env = {**os.environ, "BROADCAST_SIM_BASE_PORT": str(base)}
     process = subprocess.Popen([str(BIN / "broadcast"), "sim"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, cwd=tmp_path_factory.mktemp("sim"))

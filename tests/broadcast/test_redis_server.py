@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from broadcast.redis_server import free_port
+from broadcast.redis_server import free_port, free_port_run
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTER = textwrap.dedent("""
@@ -56,3 +57,12 @@ def test_redis_outlives_ctrl_c_to_the_group_and_ends_with_its_starter(tmp_path: 
     finally:
         if starter.poll() is None:
             starter.kill()
+
+
+def test_a_free_run_of_ports_lies_below_the_ephemeral_range() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    base = free_port_run(16)
+    assert base >= 10_000 and base + 16 < low, (base, low)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", base + 16))  # each of them can be listened on now
+    taken.close()

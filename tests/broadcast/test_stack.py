@@ -17,7 +17,7 @@ import pytest
 import redis
 from lxml import etree
 
-from broadcast.redis_server import free_port
+from broadcast.redis_server import free_port, free_port_run
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -41,7 +41,7 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
     port, redis_port = free_port(), free_port()
-    sim_base = free_port() % 40_000 + 20_000  # the simulators use the next 16 ports
+    sim_base = free_port_run()  # the simulators use the next 16 ports
     env = {**os.environ, "BROADCAST_PORT": str(port), "BROADCAST_LOCAL_REDIS_PORT": str(redis_port),
            "BROADCAST_SIM_BASE_PORT": str(sim_base),
            "BROADCAST_DATA_DIR": str(tmp_path / "data"), "PATH": f"{BIN}:{os.environ['PATH']}",
