@@ -5,8 +5,10 @@ and for each entry it has not seen it fetches the linked CAP document (``rel="al
 ``type="application/cap+xml"``) and reads it with the service's own strict CAP parser.
 
 Recorded kinds: ``entry`` (id, title, updated, cap_url, identifier, msg_type), ``withdrawn``
-(id: an entry seen before that left the feed), ``not_modified`` (etag: a 304) and ``error``
-(status or error, url: a poll or CAP fetch that failed, or CAP that did not parse).
+(id: an entry seen before that left the feed), ``not_modified`` (etag: a 304), ``waiting``
+(error, url: the feed could not be reached yet, before it ever answered: a reader started before
+the service, as ``broadcast up`` starts the simulators first) and ``error`` (status or error,
+url: a poll or CAP fetch that failed after that, or CAP that did not parse).
 
 Inspection API: the shared ``/_sim/`` routes, plus ``POST /_sim/poll`` to poll now
 (answers ``{"status": 200|304|..., "new_entries": n}``).
@@ -44,6 +46,7 @@ class Reader:
     etag: str | None = None
     seen: set[str] = field(default_factory=set)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    answered: bool = False  # the feed has answered at least once
 
     async def poll(self, http: aiohttp.ClientSession) -> dict[str, Any]:
         """Fetch the feed once; record what is new. Polls never overlap."""
@@ -56,8 +59,10 @@ class Reader:
                     status, body = response.status, await response.read()
                     etag = response.headers.get("ETag")
             except (aiohttp.ClientError, TimeoutError) as exc:
-                self.recorder.record("error", url=self.feed_url, error=f"{type(exc).__name__}: {exc}")
+                self.recorder.record("error" if self.answered else "waiting", url=self.feed_url,
+                                     error=f"{type(exc).__name__}: {exc}")
                 return {"status": None, "new_entries": 0}
+            self.answered = True
             if status == 304:
                 self.recorder.record("not_modified", etag=self.etag)
                 return {"status": 304, "new_entries": 0}

@@ -239,3 +239,29 @@ async def test_feed_reader_sees_new_entries_then_not_modified(context, feed_serv
     response = await reader.get("/_sim/messages")
     kinds = [m["kind"] for m in (await response.json())["messages"]]
     assert kinds == ["entry", "entry", "not_modified", "entry", "withdrawn"]
+
+
+async def test_the_feed_reader_waits_for_a_feed_that_never_answered_then_reports_errors(  # type: ignore[no-untyped-def]
+        context, aiohttp_client, aiohttp_server) -> None:
+    port = free_port()
+    reader = await aiohttp_client(feed_reader.create_app(f"http://127.0.0.1:{port}/feed/cap.atom", interval=0))
+    recorder = reader.app[RECORDER]
+
+    async def poll() -> dict[str, Any]:
+        response = await reader.post("/_sim/poll")
+        assert response.status == 200
+        return await response.json()
+
+    assert await poll() == {"status": None, "new_entries": 0}  # the service is not up yet
+    assert [m["kind"] for m in recorder.messages()] == ["waiting"]
+    async def empty_feed(_: web.Request) -> web.Response:
+        return web.Response(body=b'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title></feed>',
+                            content_type="application/atom+xml")
+
+    feed = web.Application()
+    feed.router.add_get("/feed/cap.atom", empty_feed)
+    server = await aiohttp_server(feed, port=port)
+    assert await poll() == {"status": 200, "new_entries": 0}
+    await server.close()
+    assert (await poll())["status"] is None
+    assert [m["kind"] for m in recorder.messages()] == ["waiting", "error"], "after an answer, failures are errors"
