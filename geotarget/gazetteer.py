@@ -214,16 +214,15 @@ class Gazetteer:
         """
         chosen = {code for code in codes if code in self._units}
         chosen = {code for code in chosen if not any(a.code in chosen for a in self.ancestors(code))}
-        changed = True
-        while changed:
-            changed = False
-            parents = {self._units[code].parent for code in chosen} - {None}
-            for parent in sorted(parents, key=lambda code: -self._units[code].level.depth):  # deepest first
+        # Level by level from the communities up: a unit made of its children is then itself a
+        # child, complete or not, at the next level.
+        for level in reversed(_LEVELS[1:]):
+            parents = {self._units[code].parent for code in chosen if self._units[code].level is level}
+            for parent in parents:
+                assert parent is not None
                 kids = {unit.code for unit in self._children[parent]}
-                if kids and kids <= chosen:
+                if kids <= chosen:
                     chosen = (chosen - kids) | {parent}
-                    changed = True
-                    break
         return tuple(self._units[code] for code in sorted(chosen))
 
     def units_at(self, level: Level | str) -> tuple[Unit, ...]:

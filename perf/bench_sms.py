@@ -454,8 +454,8 @@ def run_once(args: argparse.Namespace) -> dict:
             bj["first_batch_start_after_approval_s"] = round(bj.pop("first_start") - t_approved, 3)
             bj["last_batch_end_after_approval_s"] = round(bj.pop("last_end") - t_approved, 3)
     finally:
-        if capture is not None and not wire_texts:
-            capture.stop()
+        if capture is not None:
+            capture.stop()  # stopped already unless the run failed; stopping again does nothing
         stack.stop()
 
     # Count at the simulator.

@@ -121,6 +121,7 @@ class WireCapture:
                 received, dropped = struct.unpack("II", self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
                 stats = {"packets": received, "dropped": dropped}
             self._sock.close()
+            self._sock = None
         return stats
 
     def texts(self) -> tuple[list[tuple[float, str]], dict[str, int]]:

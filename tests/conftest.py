@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from broadcast.redis_pipelined import PipelinedRedis
 from broadcast.redis_server import RedisServerConfig, free_port, start_redis, stop_redis
 from broadcast.settings import Settings, load_settings
 from broadcast.users import UserDirectory, parse_roles
@@ -34,6 +35,16 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+async def pipe(redis_url: str, redis_client: redis.Redis) -> AsyncIterator[PipelinedRedis]:
+    """A pipelined connection to the flushed test Redis (``redis_client`` does the flushing)."""
+    connection = PipelinedRedis(redis_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 @pytest.fixture(scope="session")

@@ -38,16 +38,6 @@ async def aclient(redis_url: str, redis_client: redis.Redis) -> AsyncIterator[re
         await client.aclose()
 
 
-@pytest.fixture
-async def pipelined(redis_url: str, redis_client: redis.Redis) -> AsyncIterator[PipelinedRedis]:
-    """A pipelined connection to the flushed test Redis (for the emission window)."""
-    client = PipelinedRedis(redis_url)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 async def _drain(bucket: TokenBucket) -> Grant:
     """Take every token available now; returns the last (empty) grant."""
     while (grant := await bucket.try_acquire(bucket.burst)).granted:
@@ -481,8 +471,8 @@ async def test_the_window_bounds_what_late_senders_write(redis_url: str, redis_c
     assert total >= 0.85 * WINDOW_RATE * span
 
 
-async def test_admission_at_a_known_state(pipelined: PipelinedRedis, aclient: redis.asyncio.Redis) -> None:
-    window = EmissionWindow(pipelined, ACCOUNT, 100, window=0.5, retry=0.003)
+async def test_admission_at_a_known_state(pipe: PipelinedRedis, aclient: redis.asyncio.Redis) -> None:
+    window = EmissionWindow(pipe, ACCOUNT, 100, window=0.5, retry=0.003)
     first, wait = await window.try_admit(60)
     assert first is not None and wait == 0.0
     assert await window.try_admit(50) == (None, 0.003), "the unreported 60 hold their place"
@@ -503,8 +493,8 @@ async def test_admission_at_a_known_state(pipelined: PipelinedRedis, aclient: re
     assert await aclient.zcard(keys.rate_sent(ACCOUNT)) == 0, "the report left the window"
 
 
-async def test_a_chunk_never_reported_counts_as_written_when_found_stale(pipelined: PipelinedRedis) -> None:
-    window = EmissionWindow(pipelined, ACCOUNT, 100, window=0.4, stale=0.3)
+async def test_a_chunk_never_reported_counts_as_written_when_found_stale(pipe: PipelinedRedis) -> None:
+    window = EmissionWindow(pipe, ACCOUNT, 100, window=0.4, stale=0.3)
     lost, _ = await window.try_admit(100)  # its sender was killed before reporting
     assert lost is not None
     ticket, wait = await window.try_admit(10)
@@ -529,8 +519,8 @@ def test_bad_window_parameters_are_refused(redis_url: str) -> None:
         EmissionWindow(pipelined, "a{b}", 10)
 
 
-async def test_a_chunk_must_fit_the_window(pipelined: PipelinedRedis) -> None:
-    window = EmissionWindow(pipelined, ACCOUNT, 10)
+async def test_a_chunk_must_fit_the_window(pipe: PipelinedRedis) -> None:
+    window = EmissionWindow(pipe, ACCOUNT, 10)
     for n in (0, 11, 2.0):
         with pytest.raises(ValueError):
             await window.try_admit(n)  # type: ignore[arg-type]

@@ -8,22 +8,11 @@ next call connects again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 import redis
 
 from broadcast.redis_pipelined import PipelinedRedis, RedisReplyError, Script
-
-
-@pytest.fixture
-async def pipe(redis_url: str, redis_client: redis.Redis) -> AsyncIterator[PipelinedRedis]:
-    """A pipelined connection to the flushed test Redis (``redis_client`` does the flushing)."""
-    connection = PipelinedRedis(redis_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def test_concurrent_commands_share_one_connection_and_get_their_own_replies(pipe: PipelinedRedis) -> None:
